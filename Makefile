@@ -1,0 +1,44 @@
+# gem-data: `make demo` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+TORCH := torch==2.13.0
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install demo test test-fast bench lint chaos clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# torch first, pinned: on these machines 2.13.0 is a CPU build on disk; an unpinned
+	@# torch would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev,train]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(BIN)/gem-data build --source droid --output out/demo
+	@echo
+	@echo "Look at out/demo/manifest.json (the dataset), out/demo/report.json (counts, quality, throughput),"
+	@echo "out/demo/shards/*.tar (webdataset shards).  Check it: $(BIN)/gem-data validate out/demo"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: install
+	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/shards.py
+
+lint: install
+	$(BIN)/ruff check engine pipelines schemas shards trainer tests bench
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,10 @@
+"""Generic pipeline machinery: stages, Ray actor pools, retries, quarantine, resume, metrics.
+
+Nothing here knows about robots, GEM or QA samples.
+"""
+
+from engine.pipeline import GroupResult, Pipeline, RunStats
+from engine.runtime import RayRuntime
+from engine.stage import ItemError, Resources, Stage
+
+__all__ = ["GroupResult", "ItemError", "Pipeline", "RayRuntime", "Resources", "RunStats", "Stage"]

@@ -1,0 +1,65 @@
+"""Starting or joining Ray: embedded and quiet by default, `address=` joins a cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RayRuntime:
+    address: str | None = None
+    num_cpus: int | None = None
+    object_store_mb: int = 768
+    resources: dict | None = None
+    _started: bool = False
+
+    def start(self, min_cpus: float = 0) -> None:
+        """Connect to `address`, or start an embedded Ray sized to this machine.
+
+        Logical CPUs are accounting, not cores: an embedded Ray gets at least `min_cpus`
+        so that every actor pool and the read tasks can be scheduled at once (on 2 cores,
+        2 pools at 1 CPU each would otherwise starve the reader forever).
+        """
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        import ray
+
+        if ray.is_initialized():
+            return
+        if self.address:
+            ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+            log.info("joined Ray cluster at %s", self.address)
+        else:
+            cpus = self.num_cpus or max(os.cpu_count() or 1, int(min_cpus + 0.999))
+            ray.init(
+                num_cpus=cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                object_store_memory=self.object_store_mb * 1024 * 1024,
+                resources=self.resources,
+            )
+            log.info("started embedded Ray with %d logical CPUs", cpus)
+        self._started = True
+        _quiet_ray_data()
+
+    def stop(self) -> None:
+        import ray
+
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
+
+
+def _quiet_ray_data() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # we draw our own per-stage bars
+    ctx.print_on_execution_start = False if hasattr(ctx, "print_on_execution_start") else None
+    for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,154 @@
+"""A stage: `setup()` loads its model once per actor; `__call__` maps a batch of items.
+
+Items are plain dicts. A stage adds fields to the items it is given and returns them;
+it never sees items that failed upstream, nor the engine's markers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+# Categories that no retry can fix: the input (or the model's answer to it) is bad.
+PERMANENT = frozenset({"decode_error", "format_error", "invalid_input", "invalid_output", "unsupported"})
+
+
+class ItemError(Exception):
+    """Raised by a stage for one item (or a whole batch) with a quarantine category."""
+
+    def __init__(self, message: str, category: str = "model_error", item_id: str | None = None):
+        super().__init__(message)
+        self.category = category
+        self.item_id = item_id
+
+
+@dataclass(frozen=True)
+class Resources:
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    min_actors: int = 1
+    max_actors: int = 1
+    batch_size: int = 8
+    runtime_env: dict | None = None
+    max_retries: int = 2  # transient failures of one item, before quarantine
+    retry_backoff_s: float = 0.2
+    max_actor_restarts: int = 3  # an actor that dies (OOM, segfault) is restarted this often
+
+
+class Stage:
+    """Subclass and set `name` and `resources`; override `setup` and `__call__`."""
+
+    name: str = "stage"
+    resources: Resources = Resources()
+
+    def setup(self) -> None:  # load weights here: once per actor
+        pass
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Backend name, version and parameters, recorded as provenance."""
+        return {"backend": type(self).__name__, "version": "", "params": {}}
+
+
+def _category(exc: BaseException) -> str:
+    if isinstance(exc, ItemError):
+        return exc.category
+    cat = getattr(exc, "category", None)
+    if isinstance(cat, str):
+        return cat
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, MemoryError):
+        return "oom"
+    return "model_error"
+
+
+@dataclass
+class StageRunner:
+    """Wraps a stage with batching policy: retry transient failures with backoff, then
+    bisect to single items so that only the items that keep failing are quarantined."""
+
+    stage: Stage
+    ready: bool = False
+    calls: int = 0
+    setups: int = 0
+    busy_s: float = 0.0
+    sleep: object = field(default=time.sleep, repr=False)
+
+    def ensure_setup(self) -> None:
+        if not self.ready:
+            self.stage.setup()
+            self.setups += 1
+            self.ready = True
+
+    def run(self, items: list[dict]) -> list[dict]:
+        """Process the live items of `items`; errored items and markers pass through."""
+        self.ensure_setup()
+        live = [i for i, it in enumerate(items) if "_error" not in it and "_marker" not in it]
+        if not live:
+            return items
+        t0 = time.perf_counter()
+        results = self._run_batch([items[i] for i in live])
+        dt = time.perf_counter() - t0
+        self.busy_s += dt
+        out = list(items)
+        per_item = dt / len(live)
+        for i, res in zip(live, results, strict=True):
+            res.setdefault("_timing", {})[self.stage.name] = per_item
+            out[i] = res
+        return out
+
+    def _call(self, batch: list[dict]) -> list[dict]:
+        self.calls += 1
+        # a stage mutates items; give it copies so a failed attempt leaves no half-written fields
+        result = self.stage([dict(b) for b in batch])
+        if not isinstance(result, list) or len(result) != len(batch):
+            raise ItemError(
+                f"stage {self.stage.name} returned {type(result).__name__} of "
+                f"{len(result) if isinstance(result, list) else '?'} items for {len(batch)}",
+                "invalid_output",
+            )
+        return result
+
+    def _run_batch(self, batch: list[dict]) -> list[dict]:
+        try:
+            return self._call(batch)
+        except Exception as exc:  # noqa: BLE001 - every failure is either retried or quarantined
+            if len(batch) == 1:
+                return [self._run_single(batch[0], exc)]
+            log.debug("stage %s: batch of %d failed (%s); retrying items singly", self.stage.name, len(batch), exc)
+            return [self._run_single(b, None) for b in batch]
+
+    def _run_single(self, item: dict, first_error: BaseException | None) -> dict:
+        res = self.stage.resources
+        err = first_error
+        attempts = 0 if err is None else 1
+        while True:
+            if err is not None:
+                if _category(err) in PERMANENT or attempts > res.max_retries:
+                    return self._quarantine(item, err, attempts)
+                self.sleep(res.retry_backoff_s * (2 ** (attempts - 1)) * (0.5 + random.random()))
+            try:
+                return self._call([item])[0]
+            except Exception as exc:  # noqa: BLE001
+                err = exc
+                attempts += 1
+
+    def _quarantine(self, item: dict, err: BaseException, attempts: int) -> dict:
+        out = dict(item)
+        out["_error"] = {
+            "stage": self.stage.name,
+            "category": _category(err),
+            "message": str(err) or type(err).__name__,
+            "attempts": attempts,
+            "traceback": "".join(traceback.format_exception_only(type(err), err)).strip(),
+        }
+        log.warning("quarantined %s at stage %s: %s", item.get("_id", "?"), self.stage.name, out["_error"]["message"])
+        return out

@@ -1,0 +1,1 @@
+"""Model and CPU backends, one protocol per capability (see `protocols.py`)."""

@@ -1,0 +1,417 @@
+"""`gem-data build`: source -> units -> stages -> samples -> shards -> manifest.
+
+Commit protocol. Each group of episodes (a slice of a source file) is committed on its
+own: its shards and sidecars are written atomically, then its ledger entry
+`_ledger/<group>.json`. A rerun skips groups with a ledger entry. When every group is
+committed, `errors.parquet`, `report.json` and finally `manifest.json` are written: the
+manifest is the dataset's only commit point.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine import GroupResult, Pipeline, RayRuntime, RunStats
+from pipelines.backends import registry
+from pipelines.sources import EpisodeFailure, Partition, SourceError, get_reader
+from pipelines.stages import DepthStage, MasksStage, ObjectsStage, SamplesStage, TracksStage
+from pipelines.units import episode_units, safe_id
+from schemas import BuildConfig, Manifest, ShardRecord
+from shards import store
+from shards.writer import SampleFiles, ShardWriter
+
+log = logging.getLogger(__name__)
+LEDGER = "_ledger"
+
+
+class BuildError(RuntimeError):
+    """A build that cannot start or finish; the message says what to do."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class BuildResult:
+    output: str
+    manifest: Manifest | None
+    report: dict = field(default_factory=dict)
+    already_complete: bool = False
+    exit_code: int = 0
+    summary: str = ""
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def find_truth(input_uri: str) -> dict | None:
+    """The generator's ground_truth.json at the input or up to two levels above it."""
+    base = input_uri.rstrip("/")
+    for _ in range(3):
+        uri = store.join(base, "ground_truth.json")
+        try:
+            if store.exists(uri):
+                return json.loads(store.read_bytes(uri))
+        except (OSError, ValueError):
+            return None
+        if "/" not in base.split("://")[-1]:
+            break
+        base = base.rsplit("/", 1)[0]
+    return None
+
+
+@dataclass
+class UnitReader:
+    """The read step run inside Ray read tasks: a partition -> its units (or failures)."""
+
+    source: str
+    reader_options: dict
+    recipe: object
+    truth: dict | None
+
+    def __call__(self, payload: tuple[Partition, int | None]) -> Iterator[dict]:
+        partition, limit = payload
+        reader = get_reader(self.source, **self.reader_options)
+        episodes = self.truth.get("episodes", {}) if self.truth else {}
+        for ep in reader.read(partition, limit=limit):
+            if isinstance(ep, EpisodeFailure):
+                yield _failure(self.source, ep.episode_id, ep.error)
+                continue
+            try:
+                units = episode_units(ep, self.recipe, episodes.get(ep.episode_id))
+            except SourceError as e:
+                yield _failure(self.source, ep.episode_id, e)
+                continue
+            yield from units
+
+
+def _failure(source: str, episode_id: str, err: SourceError) -> dict:
+    return {
+        "_id": safe_id(source, episode_id, "episode"),
+        "episode_id": episode_id,
+        "_error": {
+            "stage": "read",
+            "category": err.category,
+            "message": str(err),
+            "attempts": 1,
+            "file": err.file,
+            "field": err.field,
+        },
+    }
+
+
+# --- the build ------------------------------------------------------------------------
+
+
+def plan_groups(partitions: list[Partition], limit: int | None) -> list[tuple[int, tuple[Partition, int | None]]]:
+    groups = []
+    remaining = limit
+    for p in partitions:
+        if remaining is not None and remaining <= 0:
+            break
+        n = p.episodes
+        take = None if remaining is None else (remaining if n is None else min(n, remaining))
+        groups.append((p.index, (p, take)))
+        if remaining is not None:
+            remaining -= take if n is not None else remaining
+    return groups
+
+
+def probe_caps(source: str, reader_options: dict, groups) -> registry.SourceCaps:
+    """Look at the first readable episode: does the source carry depth and masks?"""
+    reader = get_reader(source, **reader_options)
+    for _, (partition, _) in groups[:4]:
+        for ep in reader.read(partition, limit=2):
+            if isinstance(ep, EpisodeFailure):
+                continue
+            cam = ep.primary_camera
+            return registry.SourceCaps(has_depth=cam in ep.depth, has_masks=cam in ep.masks and bool(ep.masks[cam].names))
+    return registry.SourceCaps(False, False)
+
+
+def make_stages(cfg: BuildConfig, chosen: dict[str, str]) -> list:
+    r = cfg.recipe
+
+    def backend(stage: str):
+        return registry.instantiate(stage, chosen[stage]), registry.RESOURCES[chosen[stage]]
+
+    objects = ObjectsStage(*backend("objects"))
+    masks = MasksStage(*backend("masks"))
+    tracks = TracksStage(*backend("tracks"), points=r.planning.track_points, seed=r.seed)
+    depth = DepthStage(*backend("depth"))
+    from engine import Resources
+
+    samples = SamplesStage(r, Resources(num_cpus=0.5, batch_size=8))
+    return [objects, masks, tracks, depth, samples]
+
+
+def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str:
+    doc = {
+        "source": cfg.source,
+        "input": input_uri,
+        "recipe": cfg.recipe.hash(),
+        "backends": chosen,
+        "shards": cfg.shards.model_dump(),
+        "limit": cfg.limit_episodes,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_build(cfg: BuildConfig) -> BuildResult:
+    t0 = time.time()
+    out = cfg.output.rstrip("/")
+    reader_options: dict = {}
+    if cfg.input:
+        input_uri = cfg.input
+    else:
+        from pipelines.samples import bundled_sample
+
+        try:
+            input_uri, _ = bundled_sample(cfg.source)
+        except ValueError as e:
+            raise BuildError(str(e)) from e
+    manifest_uri = store.join(out, "manifest.json")
+    try:
+        reader = get_reader(cfg.source, **reader_options)
+        partitions = reader.partitions(input_uri)
+    except SourceError as e:
+        raise BuildError(f"cannot read source {cfg.source!r} at {input_uri}: {e}") from e
+    groups = plan_groups(partitions, cfg.limit_episodes)
+    caps = probe_caps(cfg.source, reader_options, groups)
+    try:
+        chosen = registry.choose(cfg.backends.value, cfg.stage_backends, caps)
+    except registry.BackendUnavailable as e:
+        raise BuildError(str(e)) from e
+    chash = config_hash(cfg, input_uri, chosen)
+
+    if store.exists(manifest_uri):
+        existing = Manifest.model_validate_json(store.read_bytes(manifest_uri))
+        if existing.backends.get("_config_hash", {}).get("value") == chash:
+            msg = f"{out} is already complete: {existing.samples} samples in {len(existing.shards)} shards; nothing to do"
+            return BuildResult(out, existing, already_complete=True, summary=msg)
+        raise BuildError(f"{out} already holds a dataset built with another source, recipe or backends; choose a new --output")
+
+    store.abort_stale_uploads(out + "/")
+    store.remove_stale_temps(out)
+    ledger = _read_ledger(out, chash)
+    truth = find_truth(input_uri)
+    stages = make_stages(cfg, chosen)
+    pipeline = Pipeline(
+        stages,
+        UnitReader(cfg.source, reader_options, cfg.recipe, truth),
+        mode=cfg.mode,
+        runtime=RayRuntime(address=cfg.ray_address, num_cpus=cfg.num_cpus),
+        progress=cfg.progress,
+        metrics_port=cfg.metrics_port,
+    )
+    committer = GroupCommitter(out, cfg, chash)
+    log.info("building %s from %s into %s (%d groups, %d already committed)", cfg.source, input_uri, out, len(groups), len(ledger))
+    try:
+        stats = pipeline.run(groups, committer, skip=set(ledger))
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise BuildError(
+                f"output disk is full while writing to {out}: free space and rerun the same command; "
+                f"the {len(_read_ledger(out, chash))} committed groups are kept and will be skipped",
+                exit_code=3,
+            ) from e
+        raise
+    ledger = _read_ledger(out, chash)
+    missing = [g for g, _ in groups if g not in ledger]
+    if missing:
+        raise BuildError(f"groups {missing} were not committed; rerun to finish", exit_code=3)
+    return _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats, stages, t0)
+
+
+def _read_ledger(out: str, chash: str) -> dict[int, dict]:
+    entries = {}
+    for uri in store.list_files(store.join(out, LEDGER)):
+        if not uri.endswith(".json"):
+            continue
+        doc = json.loads(store.read_bytes(uri))
+        if doc.get("config_hash") != chash:
+            raise BuildError(f"{out} holds a partial build with another source, recipe or backends ({uri}); choose a new --output")
+        entries[int(doc["group"])] = doc
+    return entries
+
+
+class GroupCommitter:
+    """Called by the engine with each complete group: shards, sidecars, then ledger entry."""
+
+    def __init__(self, out: str, cfg: BuildConfig, chash: str):
+        self.out, self.cfg, self.chash = out, cfg, chash
+
+    def __call__(self, result: GroupResult) -> None:
+        writer = ShardWriter(self.out, f"{result.group:05d}", self.cfg.shards.max_samples, self.cfg.shards.max_bytes)
+        errors, quality, index = [], [], []
+        units = failed = 0
+        try:
+            for item in result.items:
+                units += 1
+                if "_error" in item:
+                    failed += 1
+                    e = item["_error"]
+                    errors.append({
+                        "unit_id": item["_id"], "group": result.group, "episode_id": item.get("episode_id", ""),
+                        "stage": e.get("stage", ""), "category": e.get("category", ""), "message": e.get("message", ""),
+                        "attempts": int(e.get("attempts", 1)), "file": e.get("file", ""), "field": e.get("field", ""),
+                    })
+                    continue
+                quality.append({"kind": item["kind"], **item.get("quality", {})})
+                for key, task, files in item["samples"]:
+                    writer.write(SampleFiles(key, task, files))
+                    index.append((key, task, item["episode_id"], writer.part))
+            records = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        for part, rec in enumerate(records):
+            _write_sidecars(self.out, rec, [r for r in index if r[3] == part])
+        entry = {
+            "config_hash": self.chash,
+            "group": result.group,
+            "shards": [r.model_dump() for r in records],
+            "errors": errors,
+            "quality": quality,
+            "units": units,
+            "failed": failed,
+        }
+        store.write_bytes(store.join(self.out, LEDGER, f"{result.group:06d}.json"), json.dumps(entry, sort_keys=True).encode())
+
+
+def _write_sidecars(out: str, rec: ShardRecord, rows: list[tuple]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = rec.url[: -len(".tar")]
+    stats = {"url": rec.url, "samples": rec.samples, "bytes": rec.bytes, "sha256": rec.sha256, "tasks": rec.tasks}
+    store.write_bytes(store.join(out, f"{base}.stats.json"), json.dumps(stats, sort_keys=True, indent=1).encode())
+    table = pa.table({
+        "key": [r[0] for r in rows],
+        "task": [r[1] for r in rows],
+        "episode_id": [r[2] for r in rows],
+    })
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    store.write_bytes(store.join(out, f"{base}.index.parquet"), buf.getvalue())
+
+
+def _quality(entries: list[dict]) -> dict | None:
+    q = [x for e in entries for x in e["quality"]]
+    if not any(len(x) > 1 for x in q):
+        return None
+    plan = [x["object_correct"] for x in q if x["kind"] == "planning" and "object_correct" in x]
+    pts = [x["points_in_mask"] for x in q if "points_in_mask" in x]
+    errs = [v for x in q for v in x.get("trajectory_errors_px", [])]
+    return {
+        "object_accuracy": round(float(np.mean(plan)), 4) if plan else None,
+        "points_in_mask": round(sum(a for a, _ in pts) / max(1, sum(b for _, b in pts)), 4) if pts else None,
+        "trajectory_median_error": round(float(np.median(errs)), 3) if errs else None,
+        "subtasks_measured": len(plan),
+        "points_measured": sum(b for _, b in pts),
+        "trajectory_points_measured": len(errs),
+    }
+
+
+def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStats, stages, t0) -> BuildResult:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    entries = [ledger[g] for g, _ in groups]
+    shards = [ShardRecord.model_validate(s) for e in entries for s in e["shards"]]
+    errors = [x for e in entries for x in e["errors"]]
+    units = sum(e["units"] for e in entries)
+    failed = sum(e["failed"] for e in entries)
+    cols = ["unit_id", "group", "episode_id", "stage", "category", "message", "attempts", "file", "field"]
+    table = pa.table({c: [x.get(c, "") for x in errors] for c in cols}, schema=pa.schema([
+        (c, pa.int64() if c in ("group", "attempts") else pa.string()) for c in cols
+    ]))
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    store.write_bytes(store.join(out, "errors.parquet"), buf.getvalue())
+
+    by_cat: dict[str, int] = {}
+    examples: dict[str, list[str]] = {}
+    for x in errors:
+        by_cat[x["category"]] = by_cat.get(x["category"], 0) + 1
+        examples.setdefault(x["category"], [])
+        if len(examples[x["category"]]) < 3:
+            examples[x["category"]].append(x["message"])
+    backends = {s.name: s.describe() for s in stages}
+    backends["_config_hash"] = {"value": chash}
+    manifest = Manifest.from_shards(
+        shards,
+        source=cfg.source,
+        source_uri=input_uri if not input_uri.startswith(str(_cache_root())) else f"bundled:{cfg.source}",
+        recipe=cfg.recipe.model_dump(mode="json"),
+        recipe_hash=cfg.recipe.hash(),
+        backends=backends,
+        units=units,
+        failed_units=failed,
+    )
+    wall = time.time() - t0
+    stage_report = {}
+    for name, s in stats.stages.items():
+        actors = max(1, s.get("actors", 1))
+        stage_report[name] = {
+            "items": s["items"],
+            "busy_s": round(s["busy_s"], 3),
+            "throughput_per_s": round(s["items"] / stats.wall_s, 3) if stats.wall_s else None,
+            "busy_fraction": round(s["busy_s"] / (stats.wall_s * actors), 4) if stats.wall_s else None,
+        }
+    error_rate = failed / units if units else 0.0
+    report = {
+        "output": out,
+        "source": cfg.source,
+        "input": input_uri,
+        "backends": {k: v for k, v in chosen.items()},
+        "samples": manifest.samples,
+        "shards": len(manifest.shards),
+        "bytes": manifest.bytes,
+        "tasks": manifest.tasks,
+        "units": units,
+        "failed_units": failed,
+        "error_rate": round(error_rate, 6),
+        "errors_by_category": dict(sorted(by_cat.items())),
+        "error_examples": examples,
+        "stages": stage_report,
+        "wall_s": round(wall, 3),
+        "pipeline_wall_s": round(stats.wall_s, 3),
+        "startup_s": round(stats.startup_s, 3),
+        "groups": {"total": len(groups), "skipped_as_committed": stats.groups_skipped, "committed_now": stats.groups_committed},
+        "quality": _quality(entries),
+    }
+    store.write_bytes(store.join(out, "report.json"), json.dumps(report, indent=1, sort_keys=True).encode())
+    try:
+        from pipelines.report import write_report_html
+
+        write_report_html(out, report, manifest)
+    except ImportError:
+        pass
+    store.write_bytes(store.join(out, "manifest.json"), manifest.model_dump_json(indent=1).encode(), if_none_match=True)
+    code = 0
+    summary = f"built {manifest.samples} samples in {len(shards)} shards at {out} ({units} units, {failed} quarantined)"
+    if error_rate > cfg.max_error_rate:
+        code = 4
+        lines = [f"  {c}: {n} (e.g. {examples[c][0]})" for c, n in sorted(by_cat.items())]
+        summary += (
+            f"\nerror rate {error_rate:.1%} is above --max-error-rate {cfg.max_error_rate:.1%}:\n" + "\n".join(lines)
+            + f"\nsee {store.join(out, 'errors.parquet')}"
+        )
+    return BuildResult(out, manifest, report, exit_code=code, summary=summary)
+
+
+def _cache_root():
+    from pipelines.samples import cache_dir
+
+    return cache_dir()

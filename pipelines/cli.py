@@ -1,0 +1,187 @@
+"""The `gem-data` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from pipelines import __version__
+
+app = typer.Typer(
+    name="gem-data",
+    help="Regenerate GEM-4M: robot episodes -> grounding, planning and depth QA samples in webdataset shards.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gem-data {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")] = False,
+) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "ray", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def schema(
+    model: Annotated[str, typer.Argument(help="Sample, Manifest, ShardRecord, Recipe or BuildConfig.")] = "Sample",
+) -> None:
+    """Print the JSON Schema of a gem-data contract (default: Sample)."""
+    import schemas
+
+    cls = getattr(schemas, model, None)
+    if cls is None or not hasattr(cls, "model_json_schema"):
+        _fail(f"unknown model {model!r}; choose Sample, Manifest, ShardRecord, Recipe or BuildConfig")
+    typer.echo(json.dumps(cls.model_json_schema(by_alias=True), indent=2))
+
+
+@app.command()
+def sample(
+    format: Annotated[str, typer.Option("--format", help="Source format to write: droid.")] = "droid",
+    episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 10,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("sample"),
+    seed: Annotated[int, typer.Option(help="Scene seed: the same seed gives byte-identical files.")] = 0,
+    frames: Annotated[int, typer.Option(min=8, help="Frames per episode.")] = 60,
+) -> None:
+    """Render synthetic robot episodes with ground truth, in a source's real on-disk format."""
+    from pipelines.synthetic.generate import generate
+
+    try:
+        generate(format, episodes, out, seed=seed, frames=frames)
+    except ValueError as e:
+        _fail(str(e))
+    console.print(f"wrote {episodes} {format} episodes to {out} (ground truth: {out / 'ground_truth.json'})")
+
+
+@app.command()
+def sources() -> None:
+    """List the source readers."""
+    from pipelines.sources import SOURCES
+
+    for name, (desc, gen) in SOURCES.items():
+        typer.echo(f"{name:12} {desc}" + (f"  [sample: gem-data sample --format {gen}]" if gen else ""))
+
+
+@app.command("ls-episodes")
+def ls_episodes(
+    source: Annotated[str, typer.Option(help="Source reader name (see `gem-data sources`).")],
+    input: Annotated[str, typer.Option("--input", help="Local path or s3:// URI of the dataset.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many episodes.")] = None,
+) -> None:
+    """Print one line per episode; bad episodes are reported on stderr and skipped."""
+    from pipelines.sources import EpisodeFailure, SourceError, get_reader
+
+    try:
+        reader = get_reader(source)
+        parts = reader.partitions(input)
+    except SourceError as e:
+        _fail(str(e))
+    n = bad = 0
+    for p in parts:
+        for ep in reader.read(p):
+            if limit is not None and n >= limit:
+                break
+            if isinstance(ep, EpisodeFailure):
+                bad += 1
+                console.print(f"[yellow]skipped[/yellow] {ep.episode_id}: {ep.error}")
+                continue
+            n += 1
+            subs = [{"text": s.text, "start": s.start, "end": s.end} for s in ep.subtasks]
+            if as_json:
+                typer.echo(json.dumps({
+                    "episode_id": ep.episode_id, "source": ep.source, "frames": ep.frames, "fps": ep.fps,
+                    "instruction": ep.instruction, "instructions": ep.instructions, "subtasks": subs,
+                    "cameras": sorted(ep.cameras), "has_depth": bool(ep.depth), "has_masks": bool(ep.masks),
+                    "success": ep.success, "file": ep.file,
+                }))
+            else:
+                typer.echo(f"{ep.episode_id}\t{ep.frames} frames\t{len(subs)} sub-tasks\tdepth={'yes' if ep.depth else 'no'}\t{ep.instruction}")
+    if bad:
+        console.print(f"{bad} episode(s) could not be read")
+
+
+def _parse_overrides(values: list[str]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            _fail(f"--stage takes STAGE=BACKEND (e.g. depth=sensor), not {v!r}")
+        k, _, b = v.partition("=")
+        out[k.strip()] = b.strip()
+    return out
+
+
+@app.command()
+def build(
+    source: Annotated[str, typer.Option(help="Source reader name, e.g. droid.")],
+    output: Annotated[str, typer.Option(help="Output directory or s3:// URI.")],
+    input: Annotated[str | None, typer.Option("--input", help="Dataset path or s3:// URI; default: the bundled synthetic sample.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe YAML; default: the bundled GEM-4M recipe.")] = None,
+    backends: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
+    stage: Annotated[list[str], typer.Option("--stage", help="Per-stage backend override, STAGE=BACKEND (repeatable).")] = [],
+    limit_episodes: Annotated[int | None, typer.Option(min=1, help="Build from the first N episodes only.")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
+    max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit non-zero past this fraction of failed units.")] = 0.05,
+    max_samples_per_shard: Annotated[int, typer.Option(min=1)] = 1000,
+    num_cpus: Annotated[int | None, typer.Option(min=1, help="Logical CPUs of the embedded Ray.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run in this process, without Ray (debugging).")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Build GEM-4M shards from a source (the main job)."""
+    from pipelines.build import BuildError, run_build
+    from pipelines.recipes import load_recipe
+    from schemas import BuildConfig
+
+    try:
+        cfg = BuildConfig(
+            source=source, input=input, output=output, recipe=load_recipe(recipe), backends=backends,
+            stage_backends=_parse_overrides(stage), limit_episodes=limit_episodes, ray_address=ray_address,
+            max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus,
+            metrics_port=metrics_port, mode="local" if local else "ray", progress=progress and sys.stderr.isatty(),
+        )
+    except (ValidationError, ValueError) as e:
+        _fail(f"invalid configuration:\n{e}")
+    try:
+        result = run_build(cfg)
+    except BuildError as e:
+        _fail(str(e), e.exit_code)
+    console.print(result.summary)
+    if result.report.get("quality"):
+        console.print(f"quality: {json.dumps(result.report['quality'])}")
+    if not result.already_complete:
+        console.print(f"look at: {output}/manifest.json, {output}/report.json, {output}/errors.parquet")
+    raise typer.Exit(result.exit_code)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""QA templates and the builder that turns annotated units into GEM samples."""

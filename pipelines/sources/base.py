@@ -1,0 +1,222 @@
+"""The one interface every source reader implements, and the common `Episode`.
+
+An episode's frames are decoded only when asked for; a reader holds at most one episode
+in memory at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from pipelines.synthetic.codec import decode_depth_mm, decode_image, decode_png16
+
+
+class SourceError(Exception):
+    """Bad input. Names the file, the episode and the field, and a quarantine category."""
+
+    def __init__(self, message: str, *, file: str = "", episode: str = "", field: str = "", category: str = "format_error"):
+        self.file, self.episode, self.field, self.category = file, episode, field, category
+        where = ", ".join(f"{k}={v}" for k, v in (("file", file), ("episode", episode), ("field", field)) if v)
+        super().__init__(f"{message} [{where}]" if where else message)
+        self.message = message
+
+
+class DecodeError(SourceError):
+    def __init__(self, message: str, **kw):
+        kw.setdefault("category", "decode_error")
+        super().__init__(message, **kw)
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    start: int
+    end: int  # inclusive
+
+
+class Frames(Protocol):
+    """A camera's frames: `encoded(i)` is the stored bytes (JPEG/PNG) when the source has
+    them (so output need not re-encode), `decode(i)` an RGB uint8 array."""
+
+    def __len__(self) -> int: ...
+    def decode(self, i: int) -> np.ndarray: ...
+    def encoded(self, i: int) -> bytes | None: ...
+
+
+@dataclass
+class EncodedFrames:
+    """Frames stored as one JPEG/PNG each (RLDS, RoboMIND, image-based LeRobot)."""
+
+    data: list[bytes]
+    file: str
+    episode: str
+    field: str
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def encoded(self, i: int) -> bytes:
+        return self.data[i]
+
+    def decode(self, i: int) -> np.ndarray:
+        try:
+            return decode_image(self.data[i], f"frame {i}")
+        except ValueError as e:
+            raise DecodeError(str(e), file=self.file, episode=self.episode, field=self.field) from e
+
+
+@dataclass
+class DecodedFrames:
+    """Frames already decoded (videos: decoded once per episode, on first access)."""
+
+    loader: object  # () -> list[np.ndarray]
+    count: int
+    file: str = ""
+    episode: str = ""
+    field: str = ""
+    _frames: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def encoded(self, i: int) -> None:
+        return None
+
+    def decode(self, i: int) -> np.ndarray:
+        if self._frames is None:
+            frames = self.loader()
+            if len(frames) < self.count:
+                raise DecodeError(
+                    f"video has {len(frames)} decodable frames, expected {self.count}",
+                    file=self.file, episode=self.episode, field=self.field,
+                )
+            self._frames = frames
+        return self._frames[i]
+
+
+@dataclass
+class DepthFrames:
+    """Per-frame depth. `png_mm`: 16-bit PNG in millimetres; `png_auto`: RoboMIND's rule
+    (values > 100 are millimetres, else metres); `array`: float metres."""
+
+    data: list
+    encoding: str  # png_mm | png_auto | array
+    file: str = ""
+    episode: str = ""
+    field: str = ""
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def metres(self, i: int) -> np.ndarray:
+        item = self.data[i]
+        try:
+            if self.encoding == "array":
+                return np.asarray(item, np.float32)
+            if item is None:
+                raise ValueError(f"depth frame {i} is missing")
+            if self.encoding == "png_mm":
+                return decode_depth_mm(item, f"depth frame {i}")
+            raw = decode_png16(item, f"depth frame {i}").astype(np.float32)
+            return raw / 1000.0 if raw.max() > 100 else raw
+        except ValueError as e:
+            raise DecodeError(str(e), file=self.file, episode=self.episode, field=self.field) from e
+
+    def png_mm(self, i: int) -> bytes:
+        """The frame as a 16-bit millimetre PNG, without re-encoding when already one."""
+        if self.encoding == "png_mm":
+            self.metres(i)  # validates
+            return self.data[i]
+        from pipelines.synthetic.codec import depth_to_png_mm
+
+        return depth_to_png_mm(self.metres(i))
+
+
+@dataclass
+class MaskFrames:
+    """Per-frame instance-id masks (PNG), with the source's id -> object name map."""
+
+    data: list[bytes]
+    names: dict[int, str]
+    file: str = ""
+    episode: str = ""
+    field: str = ""
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def ids(self, i: int) -> np.ndarray:
+        try:
+            return decode_png16(self.data[i], f"mask frame {i}")
+        except ValueError as e:
+            raise DecodeError(str(e), file=self.file, episode=self.episode, field=self.field) from e
+
+
+@dataclass
+class Episode:
+    episode_id: str
+    source: str
+    fps: float
+    cameras: dict[str, Frames]
+    primary_camera: str
+    instructions: list[str]
+    subtasks: list[Segment]
+    depth: dict[str, DepthFrames] = field(default_factory=dict)
+    masks: dict[str, MaskFrames] = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+    success: bool | None = None
+    file: str = ""
+
+    @property
+    def frames(self) -> int:
+        return len(self.cameras[self.primary_camera])
+
+    @property
+    def instruction(self) -> str:
+        return self.instructions[0] if self.instructions else ""
+
+    def check(self) -> Episode:
+        """Raise SourceError on inconsistent sub-tasks or per-camera frame counts."""
+        n = self.frames
+        for cam, frames in self.cameras.items():
+            if len(frames) != n:
+                raise SourceError(f"camera {cam} has {len(frames)} frames, primary has {n}", file=self.file, episode=self.episode_id, field=cam)
+        for name, d in self.depth.items():
+            if len(d) != n:
+                raise SourceError(f"depth has {len(d)} frames for {n} images", file=self.file, episode=self.episode_id, field=f"depth/{name}")
+        for k, s in enumerate(self.subtasks):
+            if s.end < s.start:
+                raise SourceError(f"sub-task {k} ends ({s.end}) before it starts ({s.start})", file=self.file, episode=self.episode_id, field=f"subtasks[{k}]")
+            if s.start < 0 or s.end >= n:
+                raise SourceError(f"sub-task {k} frames [{s.start}, {s.end}] outside [0, {n - 1}]", file=self.file, episode=self.episode_id, field=f"subtasks[{k}]")
+        return self
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A slice of a source that one read task streams: usually one file."""
+
+    source: str
+    index: int
+    uri: str
+    episodes: int | None = None  # known ahead (e.g. from dataset_info.json) or None
+    options: tuple = ()
+
+
+@dataclass
+class EpisodeFailure:
+    """A bad episode, reported in place of it; reading goes on with the next."""
+
+    episode_id: str
+    error: SourceError
+
+
+class Reader(Protocol):
+    name: str
+
+    def partitions(self, uri: str) -> list[Partition]: ...
+    def read(self, partition: Partition) -> Iterator[Episode | EpisodeFailure]: ...

@@ -1,0 +1,214 @@
+"""RLDS (DROID and other Open X-Embodiment sets) read from TFRecords without TensorFlow.
+
+A new OXE set is a `KeyMap` (a few lines of config): which keys hold the camera images,
+the instruction(s), optional depth and masks, and where the episode's metadata is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.sources.base import (
+    DepthFrames,
+    EncodedFrames,
+    Episode,
+    EpisodeFailure,
+    MaskFrames,
+    Partition,
+    Segment,
+    SourceError,
+)
+from pipelines.sources.tfrecord import RecordError, decode_example, iter_records
+from shards import store
+
+log = logging.getLogger(__name__)
+_SHARD_RE = re.compile(r"-(?P<split>[a-z]+)\.tfrecord-(?P<shard>\d{5})-of-(?P<total>\d{5})$")
+
+
+def rlds_episode_id(split: str, shard: int, record: int) -> str:
+    return f"{split}-{shard:05d}-{record:05d}"
+
+
+class KeyMap(BaseModel):
+    """Where an RLDS dataset keeps what gem-data needs (keys without the `steps/` prefix)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    cameras: dict[str, str] = Field(description="camera name -> image step key")
+    primary_camera: str
+    instructions: list[str] = Field(description="text step keys, the first is the instruction")
+    depth: dict[str, str] = Field(default_factory=dict, description="camera -> 16-bit PNG (mm) step key")
+    masks: dict[str, str] = Field(default_factory=dict, description="camera -> instance-id PNG step key")
+    instance_names_key: str | None = Field(default=None, description="episode_metadata key: JSON {id: name}")
+    success_from_file_path: bool = False
+    fps: float = 10.0
+    split: str = "train"
+
+
+DROID = KeyMap(
+    name="droid",
+    cameras={
+        "exterior_1": "observation/exterior_image_1_left",
+        "exterior_2": "observation/exterior_image_2_left",
+        "wrist": "observation/wrist_image_left",
+    },
+    primary_camera="exterior_1",
+    instructions=["language_instruction", "language_instruction_2", "language_instruction_3"],
+    # not in DROID: written by gem-data's generator (and by RGB-D re-recordings)
+    depth={"exterior_1": "observation/exterior_depth_1_left"},
+    masks={"exterior_1": "observation/exterior_mask_1_left"},
+    instance_names_key="instance_names",
+    success_from_file_path=True,
+    fps=15.0,
+)
+BRIDGE = KeyMap(
+    name="bridge",
+    cameras={"image_0": "observation/image"},
+    primary_camera="image_0",
+    instructions=["observation/natural_language_instruction", "language_instruction"],
+    fps=5.0,
+)
+KEY_MAPS = {"droid": DROID, "bridge": BRIDGE}
+
+
+class RLDSReader:
+    """Streams episodes (one TFRecord record each) from `<dataset>/<version>/` dirs."""
+
+    def __init__(self, key_map: KeyMap, verify_crc: bool = True):
+        self.key_map = key_map
+        self.name = key_map.name
+        self.verify_crc = verify_crc
+
+    def partitions(self, uri: str) -> list[Partition]:
+        files = [f for f in store.list_files(uri) if _SHARD_RE.search(f)]
+        if not files:
+            raise SourceError(f"no '*-<split>.tfrecord-NNNNN-of-MMMMM' files under {uri}", file=uri, field="tfrecord")
+        lengths = self._shard_lengths(files)
+        parts = []
+        for i, f in enumerate(files):
+            m = _SHARD_RE.search(f)
+            if m["split"] != self.key_map.split:
+                continue
+            parts.append(Partition(self.name, len(parts), f, lengths.get(f), ()))
+        return parts
+
+    def _shard_lengths(self, files: list[str]) -> dict[str, int]:
+        """TFDS's dataset_info.json lists episodes per shard; use it when it is there."""
+        out: dict[str, int] = {}
+        for info_uri in sorted({f.rsplit("/", 1)[0] + "/dataset_info.json" for f in files}):
+            try:
+                info = json.loads(store.read_bytes(info_uri))
+            except Exception:
+                continue
+            for split in info.get("splits", []):
+                shards = [f for f in files if f.rsplit("/", 1)[0] + "/dataset_info.json" == info_uri and f"-{split['name']}.tfrecord-" in f]
+                for f, n in zip(sorted(shards), split.get("shardLengths", []), strict=False):
+                    out[f] = int(n)
+        return out
+
+    def read(self, partition: Partition, limit: int | None = None) -> Iterator[Episode | EpisodeFailure]:
+        m = _SHARD_RE.search(partition.uri)
+        shard = int(m["shard"]) if m else partition.index
+        split = m["split"] if m else self.key_map.split
+        record = 0
+        try:
+            with store.open_read(partition.uri) as fh:
+                for data in iter_records(fh, verify=self.verify_crc):
+                    if limit is not None and record >= limit:
+                        return
+                    eid = rlds_episode_id(split, shard, record)
+                    try:
+                        yield self.episode(decode_example(data), eid, partition.uri)
+                    except SourceError as e:
+                        yield EpisodeFailure(eid, e)
+                    except RecordError as e:
+                        yield EpisodeFailure(eid, SourceError(str(e), file=partition.uri, episode=eid, field=e.field))
+                    record += 1
+        except RecordError as e:
+            # framing is lost: the rest of this file cannot be located; other files go on
+            eid = rlds_episode_id(split, shard, record)
+            yield EpisodeFailure(eid, SourceError(str(e), file=partition.uri, episode=eid, field=e.field))
+        except store.StoreError as e:
+            eid = rlds_episode_id(split, shard, record)
+            yield EpisodeFailure(eid, SourceError(str(e), file=partition.uri, episode=eid, field="file", category="io_error"))
+
+    def episode(self, ex: dict, eid: str, file: str) -> Episode:
+        km = self.key_map
+
+        def step(key: str, required: bool = True):
+            full = f"steps/{key}"
+            if full not in ex:
+                if required:
+                    raise SourceError(f"missing step key {full!r}", file=file, episode=eid, field=full)
+                return None
+            return ex[full]
+
+        cameras = {}
+        for cam, key in km.cameras.items():
+            data = step(key, required=cam == km.primary_camera)
+            if data is None:
+                continue
+            if not isinstance(data, list):
+                raise SourceError("image key is not a bytes_list", file=file, episode=eid, field=f"steps/{key}")
+            cameras[cam] = EncodedFrames(data, file, eid, f"steps/{key}")
+        instructions: list[str] = []
+        for key in km.instructions:
+            texts = step(key, required=False)
+            if isinstance(texts, list) and texts:
+                text = texts[0].decode("utf-8", "replace").strip()
+                if text and text not in instructions:
+                    instructions.append(text)
+        if not instructions:
+            raise SourceError("no instruction text", file=file, episode=eid, field=f"steps/{km.instructions[0]}")
+        meta = {}
+        for k, v in ex.items():
+            if k.startswith("episode_metadata/"):
+                name = k.split("/", 1)[1]
+                if isinstance(v, list):
+                    meta[name] = v[0].decode("utf-8", "replace") if len(v) == 1 else [x.decode("utf-8", "replace") for x in v]
+                else:
+                    meta[name] = np.asarray(v).tolist()
+        depth = {}
+        for cam, key in km.depth.items():
+            data = step(key, required=False)
+            if data is not None:
+                depth[cam] = DepthFrames(data, "png_mm", file, eid, f"steps/{key}")
+        masks = {}
+        names = {}
+        if km.instance_names_key and km.instance_names_key in meta:
+            try:
+                names = {int(k): v for k, v in json.loads(meta[km.instance_names_key]).items()}
+            except (ValueError, AttributeError) as e:
+                raise SourceError(f"instance names are not a JSON object: {e}", file=file, episode=eid, field=f"episode_metadata/{km.instance_names_key}") from e
+        for cam, key in km.masks.items():
+            data = step(key, required=False)
+            if data is not None:
+                masks[cam] = MaskFrames(data, names, file, eid, f"steps/{key}")
+        n = len(cameras[km.primary_camera])
+        success = None
+        if km.success_from_file_path and "file_path" in meta:
+            success = "/success/" in str(meta["file_path"])
+        # RLDS has no sub-tasks: the whole episode is one segment
+        ep = Episode(
+            episode_id=eid,
+            source=self.name,
+            fps=km.fps,
+            cameras=cameras,
+            primary_camera=km.primary_camera,
+            instructions=instructions,
+            subtasks=[Segment(instructions[0], 0, n - 1)] if n else [],
+            depth=depth,
+            masks=masks,
+            metadata=meta,
+            success=success,
+            file=file,
+        )
+        if n == 0:
+            raise SourceError("episode has no steps", file=file, episode=eid, field=f"steps/{km.cameras[km.primary_camera]}")
+        return ep.check()

@@ -1,0 +1,181 @@
+"""GEM's stages: objects -> masks -> tracks -> depth -> samples, each an engine Stage
+wrapping one backend of its capability."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from engine import ItemError, Resources, Stage
+from pipelines.backends import rle
+from pipelines.backends.lk import trajectory_from_tracks
+from pipelines.backends.protocols import SegmentRequest
+from pipelines.qa.builder import SampleBuilder
+from pipelines.synthetic.codec import decode_image, decode_png16, depth_to_png_mm
+from pipelines.units import seed_for
+from schemas import Recipe
+
+log = logging.getLogger(__name__)
+
+
+def _decode(item: dict, i: int) -> np.ndarray:
+    try:
+        return decode_image(item["frames"][i], f"{item['episode_id']} frame {item['frame_indices'][i]}")
+    except ValueError as e:
+        raise ItemError(str(e), "decode_error") from e
+
+
+class _BackendStage(Stage):
+    def __init__(self, backend, resources: Resources):
+        self.backend = backend
+        self.resources = resources
+
+    def setup(self) -> None:
+        self.backend.setup()
+
+    def describe(self) -> dict:
+        return self.backend.describe()
+
+    def _stamp(self, item: dict) -> None:
+        item.setdefault("stages", {})[self.name] = self.backend.describe()
+
+
+class ObjectsStage(_BackendStage):
+    """Sub-task text -> manipulated object phrase (and target phrase)."""
+
+    name = "objects"
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        phrases = self.backend.extract([it["text"] for it in items])
+        for it, ph in zip(items, phrases, strict=True):
+            if not ph.object:
+                raise ItemError(f"no object phrase found in {it['text']!r}", "no_object", it["_id"])
+            it["object"], it["target"] = ph.object, ph.target
+            self._stamp(it)
+        return items
+
+
+class MasksStage(_BackendStage):
+    """Object phrase + first frame -> the object's mask (RLE), its box and score."""
+
+    name = "masks"
+
+    def __init__(self, backend, resources: Resources, min_score: float = 0.0):
+        super().__init__(backend, resources)
+        self.min_score = min_score
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        reqs = []
+        for it in items:
+            sensor = decode_png16(it["sensor_mask"]) if it.get("sensor_mask") is not None else None
+            reqs.append(SegmentRequest(_decode(it, 0), it["object"], sensor, it.get("instance_names")))
+        results = self.backend.segment(reqs)
+        for it, dets in zip(items, results, strict=True):
+            dets = [d for d in dets if d.score >= self.min_score]
+            if not dets:
+                raise ItemError(f"no mask for {it['object']!r} in frame {it['frame_indices'][0]}", "no_detection", it["_id"])
+            best = max(dets, key=lambda d: (d.score, rle.area(d.rle)))
+            it["mask_rle"], it["mask_score"], it["box_px"] = best.rle, best.score, list(best.box)
+            self._stamp(it)
+        return items
+
+
+class TracksStage(_BackendStage):
+    """Planning units: points sampled in the mask, tracked through the sub-task; the
+    object's path is the median of the visible points."""
+
+    name = "tracks"
+
+    def __init__(self, backend, resources: Resources, points: int = 16, seed: int = 0):
+        super().__init__(backend, resources)
+        self.points = points
+        self.seed = seed
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        for it in items:
+            if it["kind"] != "planning":
+                continue
+            mask = rle.decode(it["mask_rle"])
+            ys, xs = np.nonzero(mask)
+            rng = np.random.default_rng(seed_for(self.seed, it["_id"], "track"))
+            pick = np.sort(rng.choice(len(xs), size=min(self.points, len(xs)), replace=False))
+            queries = np.stack([xs[pick] + 0.5, ys[pick] + 0.5], 1).astype(np.float32)
+            frames = [_decode(it, i) for i in range(len(it["frames"]))]
+            tracks = self.backend.track(frames, queries)
+            path, visible = trajectory_from_tracks(tracks)
+            if not np.isfinite(path).all():
+                raise ItemError("tracker returned non-finite points", "invalid_output", it["_id"])
+            it["path_px"] = np.round(path, 3).tolist()
+            it["path_visible"] = visible.tolist()
+            self._stamp(it)
+        return items
+
+
+class DepthStage(_BackendStage):
+    """Depth for every emitted image: the sensor's where the source has it, else the
+    backend's estimate. Leaves as 16-bit PNG bytes in millimetres."""
+
+    name = "depth"
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        need = [it for it in items if not it.get("sensor_depth")]
+        for it in items:
+            if it.get("sensor_depth"):
+                it["depth"] = it["sensor_depth"]
+                it["depth_kind"], it["depth_metric"] = "sensor", True
+                it.setdefault("stages", {})[self.name] = {"backend": "sensor", "version": "1", "params": {}}
+        if need:
+            images, owners = [], []
+            for it in need:
+                for f in it["depth_frames"]:
+                    images.append(_decode(it, it["frame_indices"].index(f)))
+                    owners.append(it)
+            try:
+                results = self.backend.estimate(images)
+            except ValueError as e:
+                raise ItemError(str(e), "unsupported") from e
+            for it in need:
+                it["depth"] = []
+            for it, res in zip(owners, results, strict=True):
+                it["depth"].append(depth_to_png_mm(res.metres))
+                it["depth_kind"], it["depth_metric"] = "model", bool(res.metric)
+            for it in need:
+                self._stamp(it)
+        return items
+
+
+class SamplesStage(Stage):
+    """Annotated units -> serialised samples (JSON, JPEG, depth PNG) and quality."""
+
+    name = "samples"
+
+    def __init__(self, recipe: Recipe, resources: Resources):
+        self.recipe = recipe
+        self.resources = resources
+        self.builder = SampleBuilder(recipe)
+
+    def describe(self) -> dict:
+        return {"backend": "gem-qa", "version": "1", "params": {"recipe": self.recipe.hash()}}
+
+    def __call__(self, items: list[dict]) -> list[dict]:
+        out = []
+        for it in items:
+            try:
+                samples, quality = self.builder.build(it)
+            except ValueError as e:  # pydantic ValidationError is a ValueError
+                raise ItemError(f"{it['_id']}: {e}", "invalid_output", it["_id"]) from e
+            # keep only what the committer needs: the heavy inputs stay behind
+            out.append(
+                {
+                    "_id": it["_id"],
+                    "_group": it["_group"],
+                    "_timing": it.get("_timing", {}),
+                    "kind": it["kind"],
+                    "episode_id": it["episode_id"],
+                    "samples": [(s.key, s.task, s.files) for s in samples],
+                    "quality": quality,
+                    "stages": it.get("stages", {}),
+                }
+            )
+        return out

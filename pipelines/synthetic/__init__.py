@@ -1,0 +1,1 @@
+"""Deterministic synthetic robot episodes with ground truth, written in the sources' real formats."""

@@ -1,0 +1,125 @@
+"""Write generated episodes in DROID's RLDS layout (TFRecords of `tf.train.Example`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.sources.tfrecord import encode_example, frame_record
+from pipelines.synthetic.codec import depth_to_png_mm, encode_jpeg, encode_png
+from pipelines.synthetic.scene import EpisodeScene, Renderer, cameras_for, render, wrist_camera
+
+DROID_NAME, DROID_VERSION = "droid", "1.0.1"
+EPISODES_PER_FILE = 4
+# Extra step keys the generator adds (DROID itself has no depth or masks).
+DEPTH_KEY = "steps/observation/exterior_depth_1_left"
+MASK_KEY = "steps/observation/exterior_mask_1_left"
+
+
+def droid_example(scene: EpisodeScene, file_path: str) -> bytes:
+    cams = cameras_for(scene)
+    r1, r2 = Renderer(scene, cams["exterior_1"]), Renderer(scene, cams["exterior_2"])
+    t_ = scene.frames
+    ext1, ext2, wrist, depth, masks = [], [], [], [], []
+    for t in range(t_):
+        f1 = r1(t)
+        ext1.append(encode_jpeg(f1.rgb))
+        depth.append(depth_to_png_mm(f1.depth))
+        masks.append(encode_png(f1.instances))
+        ext2.append(encode_jpeg(r2(t).rgb))
+        # the wrist camera sees at half rate in our renderer's budget: render every frame
+        # anyway so the layout matches DROID (one image per step per camera)
+        wrist.append(encode_jpeg(render(scene, t, wrist_camera(scene, t)).rgb))
+    g = scene.gripper
+    cart = np.concatenate([g, np.zeros((t_, 3))], 1)
+    joints = np.tile(np.linspace(-0.5, 0.5, 7), (t_, 1)) + g[:, :1] * 0.1
+    grip = scene.gripper_closed.astype(np.float64)[:, None]
+    action = np.concatenate([np.diff(cart, axis=0, append=cart[-1:]), grip], 1)
+    is_first = np.zeros(t_, bool)
+    is_first[0] = True
+    is_last = np.zeros(t_, bool)
+    is_last[-1] = True
+    feats = {
+        "steps/is_first": is_first,
+        "steps/is_last": is_last,
+        "steps/is_terminal": is_last,
+        "steps/language_instruction": [scene.instruction.encode()] * t_,
+        "steps/language_instruction_2": [scene.paraphrases[0].encode()] * t_,
+        "steps/language_instruction_3": [scene.paraphrases[1].encode()] * t_,
+        "steps/observation/exterior_image_1_left": ext1,
+        "steps/observation/exterior_image_2_left": ext2,
+        "steps/observation/wrist_image_left": wrist,
+        "steps/observation/cartesian_position": cart.reshape(-1),
+        "steps/observation/joint_position": joints.reshape(-1),
+        "steps/observation/gripper_position": grip.reshape(-1),
+        "steps/action": action.reshape(-1),
+        "steps/action_dict/cartesian_position": cart.reshape(-1),
+        "steps/action_dict/gripper_position": grip.reshape(-1),
+        "steps/discount": np.ones(t_, np.float32),
+        "steps/reward": is_last.astype(np.float32),
+        DEPTH_KEY: depth,
+        MASK_KEY: masks,
+        "episode_metadata/file_path": [file_path.encode()],
+        "episode_metadata/recording_folderpath": [file_path.rsplit("/", 1)[0].encode()],
+        # what a simulator logs beside its instance masks: id -> object name
+        "episode_metadata/instance_names": [
+            json.dumps({str(i + 1): o.name for i, o in enumerate(scene.objects)}, sort_keys=True).encode()
+        ],
+    }
+    return encode_example(feats)
+
+
+def droid_file_path(scene: EpisodeScene) -> str:
+    outcome = "success" if scene.success else "failure"
+    return f"/synthetic/gem-lab/{outcome}/2026-11-24/episode_{scene.index:05d}/trajectory.h5"
+
+
+def write_droid(out: Path, scenes: list[EpisodeScene]) -> dict[str, EpisodeScene]:
+    """Write `droid/1.0.1/...`; returns {episode_id: scene} using the reader's ids."""
+    from pipelines.sources.rlds import rlds_episode_id  # the reader owns episode ids
+
+    root = out / DROID_NAME / DROID_VERSION
+    root.mkdir(parents=True, exist_ok=True)
+    n_files = max(1, -(-len(scenes) // EPISODES_PER_FILE))
+    ids: dict[str, EpisodeScene] = {}
+    lengths = []
+    for f in range(n_files):
+        chunk = scenes[f * EPISODES_PER_FILE : (f + 1) * EPISODES_PER_FILE]
+        name = f"{DROID_NAME}-train.tfrecord-{f:05d}-of-{n_files:05d}"
+        with open(root / name, "wb") as fh:
+            for r, scene in enumerate(chunk):
+                fh.write(frame_record(droid_example(scene, droid_file_path(scene))))
+                ids[rlds_episode_id("train", f, r)] = scene
+        lengths.append(len(chunk))
+    info = {
+        "name": DROID_NAME,
+        "version": DROID_VERSION,
+        "fileFormat": "tfrecord",
+        "moduleName": "gem_data.synthetic",
+        "description": "Synthetic DROID-format episodes rendered by gem-data (with depth and masks).",
+        "splits": [{"name": "train", "numBytes": "0", "shardLengths": [str(n) for n in lengths], "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"}],
+    }
+    (root / "dataset_info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+    features = {
+        "steps": {
+            "is_first": "bool", "is_last": "bool", "is_terminal": "bool",
+            "language_instruction": "string", "language_instruction_2": "string", "language_instruction_3": "string",
+            "observation": {
+                "exterior_image_1_left": {"image": [180, 320, 3], "encoding": "jpeg"},
+                "exterior_image_2_left": {"image": [180, 320, 3], "encoding": "jpeg"},
+                "wrist_image_left": {"image": [180, 320, 3], "encoding": "jpeg"},
+                "exterior_depth_1_left": {"image": [180, 320, 1], "dtype": "uint16", "encoding": "png", "unit": "mm"},
+                "exterior_mask_1_left": {"image": [180, 320, 1], "dtype": "uint8", "encoding": "png"},
+                "cartesian_position": {"tensor": [6], "dtype": "float64"},
+                "joint_position": {"tensor": [7], "dtype": "float64"},
+                "gripper_position": {"tensor": [1], "dtype": "float64"},
+            },
+            "action": {"tensor": [7], "dtype": "float64"},
+            "discount": "float32", "reward": "float32",
+        },
+        "episode_metadata": {"file_path": "string", "recording_folderpath": "string"},
+    }
+    (root / "features.json").write_text(json.dumps(features, indent=1, sort_keys=True))
+    return ids

@@ -1,0 +1,46 @@
+"""Pydantic contracts of gem-data: what is written to disk and what crosses the CLI.
+
+This package imports nothing from the rest of gem-data, so any consumer (a trainer, a
+validator in another repo) can depend on it alone.
+"""
+
+from schemas.config import (
+    BackendChoice,
+    BuildConfig,
+    FrameSampling,
+    GroundingRecipe,
+    PlanningRecipe,
+    Recipe,
+    ShardTargets,
+)
+from schemas.manifest import Manifest, ShardRecord
+from schemas.sample import (
+    Annotations,
+    DepthRef,
+    ImageRef,
+    Provenance,
+    Sample,
+    StageProvenance,
+    Task,
+    Turn,
+)
+
+__all__ = [
+    "Annotations",
+    "BackendChoice",
+    "BuildConfig",
+    "DepthRef",
+    "FrameSampling",
+    "GroundingRecipe",
+    "ImageRef",
+    "Manifest",
+    "PlanningRecipe",
+    "Provenance",
+    "Recipe",
+    "Sample",
+    "ShardRecord",
+    "ShardTargets",
+    "StageProvenance",
+    "Task",
+    "Turn",
+]

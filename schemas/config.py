@@ -1,0 +1,97 @@
+"""Recipes (what to build) and build configs (where and how), validated before any work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FrameSampling(_Strict):
+    """How grounding frames are drawn from an episode (seeded per episode)."""
+
+    frames_per_episode: int = Field(default=4, ge=0, le=1000)
+    min_gap: int = Field(default=5, ge=1, description="minimum distance in frames between sampled frames")
+    cameras: list[str] = Field(default_factory=list, description="cameras to sample; empty = the primary camera")
+
+
+class GroundingRecipe(_Strict):
+    enabled: bool = True
+    sampling: FrameSampling = Field(default_factory=FrameSampling)
+    points_per_sample: int = Field(default=8, ge=1, le=64)
+    tasks: list[Literal["grounding_point", "grounding_box"]] = ["grounding_point", "grounding_box"]
+    min_mask_pixels: int = Field(default=30, ge=1)
+
+
+class PlanningRecipe(_Strict):
+    enabled: bool = True
+    trajectory_points: int = Field(default=5, ge=2, le=32)
+    next_steps: int = Field(default=5, ge=1, le=20)
+    track_points: int = Field(default=16, ge=1, le=256, description="query points sampled inside the mask")
+    track_stride: int = Field(default=1, ge=1, description="track every n-th frame of the sub-task")
+    tasks: list[Literal["subtask_planning", "trajectory_planning", "success_detection"]] = [
+        "subtask_planning",
+        "trajectory_planning",
+        "success_detection",
+    ]
+
+
+class Recipe(_Strict):
+    """What to build. Loadable from YAML; the default ships in `pipelines/recipes/gem4m.yaml`."""
+
+    name: str = "gem-4m"
+    seed: int = 0
+    grounding: GroundingRecipe = Field(default_factory=GroundingRecipe)
+    planning: PlanningRecipe = Field(default_factory=PlanningRecipe)
+    phrasings_seed: int = Field(default=0, description="seed of the template phrasing choice")
+    jpeg_quality: int = Field(default=90, ge=50, le=100, description="quality when an image must be re-encoded")
+
+    def hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class BackendChoice(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class ShardTargets(_Strict):
+    max_samples: int = Field(default=1000, ge=1)
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+
+
+class BuildConfig(_Strict):
+    """Everything `gem-data build` needs; the CLI and library callers both build one of these."""
+
+    source: str = Field(min_length=1)
+    input: str | None = None
+    output: str = Field(min_length=1)
+    recipe: Recipe = Field(default_factory=Recipe)
+    backends: BackendChoice = BackendChoice.auto
+    stage_backends: dict[str, str] = Field(default_factory=dict, description="per-stage override, e.g. depth=sensor")
+    limit_episodes: int | None = Field(default=None, ge=1)
+    ray_address: str | None = None
+    max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    shards: ShardTargets = Field(default_factory=ShardTargets)
+    episodes_per_partition: int = Field(default=16, ge=1)
+    num_cpus: int | None = Field(default=None, ge=1, description="logical CPUs of an embedded Ray")
+    progress: bool = True
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    mode: Literal["ray", "local"] = "ray"
+
+    @model_validator(mode="after")
+    def _stage_names(self) -> BuildConfig:
+        known = {"objects", "masks", "tracks", "depth"}
+        bad = set(self.stage_backends) - known
+        if bad:
+            raise ValueError(f"stage_backends: unknown stage(s) {sorted(bad)}; known: {sorted(known)}")
+        return self

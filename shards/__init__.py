@@ -1,0 +1,1 @@
+"""Webdataset shards: deterministic writing, object-store I/O, manifest commit, streaming reader."""

@@ -1,0 +1,339 @@
+"""Object-store I/O for local paths and `s3://bucket/key` URIs.
+
+S3 settings come from the standard AWS environment (AWS_ENDPOINT_URL, AWS_REGION,
+AWS_ACCESS_KEY_ID, profiles, ...): boto3 reads them itself. Writes are atomic: a local
+file is written to a temporary name, fsynced and renamed; an S3 object is a multipart
+upload completed only when the whole object was written.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PART_SIZE = 8 * 1024 * 1024  # S3 multipart part size (>= 5 MiB, the S3 minimum)
+
+
+class StoreError(IOError):
+    """An object-store operation failed after retries; names the URI."""
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write found the object already there."""
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://") :]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{uri}: no bucket in S3 URI")
+    return bucket, key
+
+
+def join(base: str, *parts: str) -> str:
+    out = str(base).rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay: float = 0.2) -> T:
+    """Call `fn` with exponential backoff and jitter on transient I/O errors."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except PreconditionFailed:
+            raise
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403", "PreconditionFailed", "412"):
+                raise
+            err: Exception = e
+        except (BotoCoreError, ConnectionError, TimeoutError) as e:
+            err = e
+        if attempt == attempts - 1:
+            raise StoreError(f"{what}: failed after {attempts} attempts: {err}") from err
+        delay = base_delay * (2**attempt) * (0.5 + random.random())
+        log.warning("%s: %s; retrying in %.1fs", what, err, delay)
+        time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class S3Clients:
+    """One boto3 client per process, made after fork (boto3 clients are not fork-safe)."""
+
+    _pid: int = -1
+    _client: object = None
+
+    def get(self):
+        if self._client is None or self._pid != os.getpid():
+            import boto3
+            from botocore.config import Config
+
+            cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
+            self._client = boto3.session.Session().client("s3", config=cfg)
+            self._pid = os.getpid()
+        return self._client
+
+
+_CLIENTS = S3Clients()  # a per-process cache, not state: it holds only a connection pool
+
+
+def s3_client():
+    return _CLIENTS.get()
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def open_read(uri: str) -> BinaryIO:
+    """A streaming binary reader (S3: one GET streamed; memory stays small)."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        body = retry(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"], f"GET {uri}")
+        return _StreamingBody(body)
+    return open(uri, "rb")
+
+
+class _StreamingBody(io.RawIOBase):
+    def __init__(self, body):
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self._body.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        # botocore returns short reads at chunk boundaries; loop to honour `size`
+        if size is None or size < 0:
+            return self._body.read()
+        chunks, got = [], 0
+        while got < size:
+            c = self._body.read(size - got)
+            if not c:
+                break
+            chunks.append(c)
+            got += len(c)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        try:
+            self._body.close()
+        finally:
+            super().close()
+
+
+def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
+    """Whole object, or bytes [start, end) with a ranged read."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        kw = {}
+        if start is not None:
+            kw["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        return retry(lambda: s3_client().get_object(Bucket=bucket, Key=key, **kw)["Body"].read(), f"GET {uri}")
+    with open(uri, "rb") as fh:
+        if start is not None:
+            fh.seek(start)
+            return fh.read(None if end is None else end - start)
+        return fh.read()
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        try:
+            retry(lambda: s3_client().head_object(Bucket=bucket, Key=key), f"HEAD {uri}")
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+    return os.path.exists(uri)
+
+
+def size(uri: str) -> int:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return int(retry(lambda: s3_client().head_object(Bucket=bucket, Key=key), f"HEAD {uri}")["ContentLength"])
+    return os.path.getsize(uri)
+
+
+def list_files(prefix: str) -> list[str]:
+    """All objects under `prefix` (recursive), sorted, as full URIs."""
+    if is_s3(prefix):
+        bucket, key = split_s3(prefix)
+        key = key.rstrip("/") + "/" if key else ""
+        out = []
+        paginator = s3_client().get_paginator("list_objects_v2")
+        for page in retry(lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)), f"LIST {prefix}"):
+            out += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
+        return sorted(out)
+    root = Path(prefix)
+    if not root.exists():
+        return []
+    return sorted(str(p) for p in root.rglob("*") if p.is_file())
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def write_bytes(uri: str, data: bytes, if_none_match: bool = False) -> None:
+    """Atomic whole-object write. `if_none_match`: fail with PreconditionFailed if it exists."""
+    if is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3(uri)
+        kw = {"IfNoneMatch": "*"} if if_none_match else {}
+        try:
+            retry(lambda: s3_client().put_object(Bucket=bucket, Key=key, Body=data, **kw), f"PUT {uri}")
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise PreconditionFailed(f"{uri}: already exists") from e
+            raise
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if if_none_match and path.exists():
+        raise PreconditionFailed(f"{uri}: already exists")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if if_none_match:
+            # link() fails if the target exists: an atomic create-if-absent
+            try:
+                os.link(tmp, path)
+            except FileExistsError as e:
+                raise PreconditionFailed(f"{uri}: already exists") from e
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def upload_file(local_path: str, uri: str) -> None:
+    """Upload a finished local file: one PUT when small, else a multipart upload that is
+    completed only after every part arrived (a crash leaves no visible object)."""
+    if not is_s3(uri):
+        raise ValueError(f"{uri}: not an S3 URI")
+    bucket, key = split_s3(uri)
+    n = os.path.getsize(local_path)
+    client = s3_client()
+    if n <= PART_SIZE:
+        with open(local_path, "rb") as fh:
+            data = fh.read()
+        retry(lambda: client.put_object(Bucket=bucket, Key=key, Body=data), f"PUT {uri}")
+        return
+    upload_id = retry(lambda: client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"], f"CREATE MPU {uri}")
+    try:
+        parts = []
+        with open(local_path, "rb") as fh:
+            number = 1
+            while chunk := fh.read(PART_SIZE):
+                etag = retry(
+                    lambda c=chunk, k=number: client.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=k, Body=c
+                    )["ETag"],
+                    f"UPLOAD PART {number} {uri}",
+                )
+                parts.append({"ETag": etag, "PartNumber": number})
+                number += 1
+        retry(
+            lambda: client.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            ),
+            f"COMPLETE MPU {uri}",
+        )
+    except BaseException:
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except Exception:  # the next run's cleanup aborts it
+            log.warning("%s: could not abort multipart upload %s", uri, upload_id)
+        raise
+
+
+def abort_stale_uploads(prefix: str) -> int:
+    """Abort multipart uploads left under `prefix` by a crashed run. Returns how many."""
+    if not is_s3(prefix):
+        return 0
+    bucket, key = split_s3(prefix)
+    client = s3_client()
+    resp = retry(lambda: client.list_multipart_uploads(Bucket=bucket, Prefix=key), f"LIST MPU {prefix}")
+    n = 0
+    for up in resp.get("Uploads", []):
+        retry(
+            lambda u=up: client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]),
+            f"ABORT MPU {up['Key']}",
+        )
+        n += 1
+    if n:
+        log.info("aborted %d stale multipart upload(s) under %s", n, prefix)
+    return n
+
+
+def delete(uri: str) -> None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        retry(lambda: s3_client().delete_object(Bucket=bucket, Key=key), f"DELETE {uri}")
+    elif os.path.exists(uri):
+        os.unlink(uri)
+
+
+def remove_stale_temps(root: str) -> int:
+    """Delete `.name.*.tmp` files a killed local writer left behind."""
+    if is_s3(root) or not os.path.isdir(root):
+        return 0
+    n = 0
+    for p in Path(root).rglob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def iter_chunks(stream: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    while chunk := stream.read(size):
+        yield chunk

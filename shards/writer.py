@@ -1,0 +1,129 @@
+"""Write samples into deterministic webdataset shards and commit them atomically.
+
+A shard is written to a local staging file, hashed, then moved into place: a local rename
+(after fsync) or an S3 multipart upload completed only when the whole shard is there. A
+shard is never visible half-written; still, nothing is part of the dataset until the
+manifest lists it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+
+from schemas import ShardRecord
+from shards import store
+from shards.tar import tar_member
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SampleFiles:
+    """One sample: its key, its task and the files by member suffix (`jpg`, `json`, ...)."""
+
+    key: str
+    task: str
+    files: dict[str, bytes]
+
+
+@dataclass
+class ShardWriter:
+    root: str  # dataset root URI; shards go to `{root}/shards/`
+    prefix: str  # e.g. "00003": shards are `{prefix}-{part:04d}.tar`
+    max_samples: int = 1000
+    max_bytes: int = 256 * 1024 * 1024
+    staging_dir: str | None = None
+    records: list[ShardRecord] = field(default_factory=list)
+    _part: int = 0
+    _tar: tarfile.TarFile | None = None
+    _path: str = ""
+    _count: int = 0
+    _bytes: int = 0
+    _tasks: dict[str, int] = field(default_factory=dict)
+    _first: str = ""
+    _last: str = ""
+
+    def write(self, sample: SampleFiles) -> None:
+        size = sum(len(v) for v in sample.files.values()) + 512 * (len(sample.files) + 1)
+        if self._tar is not None and (self._count >= self.max_samples or self._bytes + size > self.max_bytes):
+            self._finish()
+        if self._tar is None:
+            self._open()
+        # members in a fixed order: json last so a reader sees the payload first
+        for ext in sorted(sample.files, key=lambda e: (e == "json", e)):
+            info, data = tar_member(f"{sample.key}.{ext}", sample.files[ext])
+            self._tar.addfile(info, data)
+        self._count += 1
+        self._bytes += size
+        self._tasks[sample.task] = self._tasks.get(sample.task, 0) + 1
+        self._first = self._first or sample.key
+        self._last = sample.key
+
+    @property
+    def part(self) -> int:
+        """Index of the shard the last sample went into."""
+        return self._part
+
+    def close(self) -> list[ShardRecord]:
+        if self._tar is not None:
+            self._finish()
+        return self.records
+
+    def abort(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+            os.unlink(self._path)
+
+    def _open(self) -> None:
+        fd, self._path = tempfile.mkstemp(prefix=f"gem-shard-{self.prefix}-", suffix=".tar", dir=self.staging_dir)
+        os.close(fd)
+        self._tar = tarfile.open(self._path, "w", format=tarfile.USTAR_FORMAT)
+        self._count, self._bytes, self._tasks, self._first, self._last = 0, 0, {}, "", ""
+
+    def _finish(self) -> None:
+        assert self._tar is not None
+        self._tar.close()
+        self._tar = None
+        rel = f"shards/{self.prefix}-{self._part:04d}.tar"
+        uri = store.join(self.root, rel)
+        try:
+            sha = hashlib.sha256()
+            with open(self._path, "rb") as fh:
+                for chunk in store.iter_chunks(fh):
+                    sha.update(chunk)
+            nbytes = os.path.getsize(self._path)
+            commit_file(self._path, uri)
+        finally:
+            if os.path.exists(self._path):
+                os.unlink(self._path)
+        self.records.append(
+            ShardRecord(
+                url=rel, samples=self._count, bytes=nbytes, sha256=sha.hexdigest(),
+                tasks=dict(sorted(self._tasks.items())), first_key=self._first, last_key=self._last,
+            )
+        )
+        self._part += 1
+
+
+def commit_file(local_path: str, uri: str) -> None:
+    """Move a finished local file to `uri` atomically (rename, or completed multipart)."""
+    if store.is_s3(uri):
+        store.upload_file(local_path, uri)
+        return
+    os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
+    with open(local_path, "rb+") as fh:
+        os.fsync(fh.fileno())
+    tmp = f"{os.path.dirname(uri)}/.{os.path.basename(uri)}.{os.getpid()}.tmp"
+    # copy+rename, not rename: the staging dir may be on another filesystem
+    with open(local_path, "rb") as src, open(tmp, "wb") as dst:
+        for chunk in store.iter_chunks(src, 8 << 20):
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, uri)
