@@ -19,12 +19,22 @@ PERMANENT = frozenset({"decode_error", "format_error", "invalid_input", "invalid
 
 
 class ItemError(Exception):
-    """Raised by a stage for one item (or a whole batch) with a quarantine category."""
+    """Raised by a stage for one item (or a whole batch) with a quarantine category.
 
-    def __init__(self, message: str, category: str = "model_error", item_id: str | None = None):
+    A stage raising it has judged the item: it is quarantined at once unless
+    `retryable=True` (any other exception is taken as transient and retried)."""
+
+    def __init__(self, message: str, category: str = "model_error", item_id: str | None = None, retryable: bool = False):
         super().__init__(message)
         self.category = category
         self.item_id = item_id
+        self.retryable = retryable
+
+
+def _permanent(exc: BaseException) -> bool:
+    if isinstance(exc, ItemError):
+        return not exc.retryable
+    return _category(exc) in PERMANENT
 
 
 @dataclass(frozen=True)
@@ -132,7 +142,7 @@ class StageRunner:
         attempts = 0 if err is None else 1
         while True:
             if err is not None:
-                if _category(err) in PERMANENT or attempts > res.max_retries:
+                if _permanent(err) or attempts > res.max_retries:
                     return self._quarantine(item, err, attempts)
                 self.sleep(res.retry_backoff_s * (2 ** (attempts - 1)) * (0.5 + random.random()))
             try:

@@ -31,6 +31,9 @@ from shards.writer import SampleFiles, ShardWriter
 
 log = logging.getLogger(__name__)
 LEDGER = "_ledger"
+# Outcomes that are filters, not failures: the object is not in view, the text names
+# none. They are recorded in errors.parquet but do not count toward --max-error-rate.
+FILTERED = frozenset({"no_detection", "no_object"})
 
 
 class BuildError(RuntimeError):
@@ -183,7 +186,7 @@ def run_build(cfg: BuildConfig) -> BuildResult:
     manifest_uri = store.join(out, "manifest.json")
     try:
         reader = get_reader(cfg.source, **reader_options)
-        partitions = reader.partitions(input_uri)
+        partitions = reader.partitions(input_uri, cfg.episodes_per_partition)
     except SourceError as e:
         raise BuildError(f"cannot read source {cfg.source!r} at {input_uri}: {e}") from e
     groups = plan_groups(partitions, cfg.limit_episodes)
@@ -254,13 +257,16 @@ class GroupCommitter:
     def __call__(self, result: GroupResult) -> None:
         writer = ShardWriter(self.out, f"{result.group:05d}", self.cfg.shards.max_samples, self.cfg.shards.max_bytes)
         errors, quality, index = [], [], []
-        units = failed = 0
+        units = failed = filtered = 0
         try:
             for item in result.items:
                 units += 1
                 if "_error" in item:
-                    failed += 1
                     e = item["_error"]
+                    if e.get("category") in FILTERED:
+                        filtered += 1
+                    else:
+                        failed += 1
                     errors.append({
                         "unit_id": item["_id"], "group": result.group, "episode_id": item.get("episode_id", ""),
                         "stage": e.get("stage", ""), "category": e.get("category", ""), "message": e.get("message", ""),
@@ -285,6 +291,7 @@ class GroupCommitter:
             "quality": quality,
             "units": units,
             "failed": failed,
+            "filtered": filtered,
         }
         store.write_bytes(store.join(self.out, LEDGER, f"{result.group:06d}.json"), json.dumps(entry, sort_keys=True).encode())
 
@@ -332,6 +339,7 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
     errors = [x for e in entries for x in e["errors"]]
     units = sum(e["units"] for e in entries)
     failed = sum(e["failed"] for e in entries)
+    filtered = sum(e.get("filtered", 0) for e in entries)
     cols = ["unit_id", "group", "episode_id", "stage", "category", "message", "attempts", "file", "field"]
     table = pa.table({c: [x.get(c, "") for x in errors] for c in cols}, schema=pa.schema([
         (c, pa.int64() if c in ("group", "attempts") else pa.string()) for c in cols
@@ -358,6 +366,7 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
         backends=backends,
         units=units,
         failed_units=failed,
+        filtered_units=filtered,
     )
     wall = time.time() - t0
     stage_report = {}
@@ -381,6 +390,7 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
         "tasks": manifest.tasks,
         "units": units,
         "failed_units": failed,
+        "filtered_units": filtered,
         "error_rate": round(error_rate, 6),
         "errors_by_category": dict(sorted(by_cat.items())),
         "error_examples": examples,
@@ -400,7 +410,10 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
         pass
     store.write_bytes(store.join(out, "manifest.json"), manifest.model_dump_json(indent=1).encode(), if_none_match=True)
     code = 0
-    summary = f"built {manifest.samples} samples in {len(shards)} shards at {out} ({units} units, {failed} quarantined)"
+    summary = (
+        f"built {manifest.samples} samples in {len(shards)} shards at {out} "
+        f"({units} units, {failed} quarantined, {filtered} filtered)"
+    )
     if error_rate > cfg.max_error_rate:
         code = 4
         lines = [f"  {c}: {n} (e.g. {examples[c][0]})" for c, n in sorted(by_cat.items())]

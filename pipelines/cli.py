@@ -185,3 +185,81 @@ def build(
 
 if __name__ == "__main__":
     app()
+
+
+@app.command()
+def validate(
+    uri: Annotated[str, typer.Argument(help="Dataset root (directory or s3:// URI).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check every shard against the manifest and every sample against the schema."""
+    from pipelines.dataset import DatasetError, validate as run
+
+    try:
+        res = run(uri)
+    except DatasetError as e:
+        if as_json:
+            typer.echo(json.dumps({"samples": 0, "shards": 0, "tasks": {}, "problems": [str(e)]}))
+            raise typer.Exit(1) from None
+        _fail(str(e), 1)
+    if as_json:
+        typer.echo(json.dumps(res))
+    else:
+        console.print(f"{res['samples']} samples in {res['shards']} shards; tasks: {res['tasks']}")
+        for p in res["problems"][:50]:
+            console.print(f"[red]problem:[/red] {p}")
+        if len(res["problems"]) > 50:
+            console.print(f"... and {len(res['problems']) - 50} more")
+        console.print("[green]valid[/green]" if not res["problems"] else f"[red]{len(res['problems'])} problem(s)[/red]")
+    raise typer.Exit(1 if res["problems"] else 0)
+
+
+@app.command()
+def export(
+    uri: Annotated[str, typer.Argument(help="Dataset root (directory or s3:// URI).")],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    format: Annotated[str, typer.Option("--format", help="gem-jsonl: the layout GEM's own trainer reads.")] = "gem-jsonl",
+    depth_name: Annotated[str, typer.Option(help="same: depth/<image basename> (GEM's loader); png: .png suffix.")] = "same",
+) -> None:
+    """Export a dataset for GEM's own trainer (JSONL + images + depth/)."""
+    from pipelines.dataset import DatasetError, export_gem_jsonl
+
+    if format != "gem-jsonl":
+        _fail(f"unknown export format {format!r}; choose gem-jsonl")
+    if depth_name not in ("same", "png"):
+        _fail("--depth-name is 'same' or 'png'")
+    try:
+        res = export_gem_jsonl(uri, out, depth_name)
+    except DatasetError as e:
+        _fail(str(e), 1)
+    console.print(f"exported {res['samples']} samples to {out}/data.jsonl")
+
+
+@app.command()
+def inspect(
+    uri: Annotated[str, typer.Argument(help="Dataset root (directory or s3:// URI).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Summarise a dataset from its manifest: shards, samples, bytes, tasks."""
+    from rich.table import Table
+
+    from pipelines.dataset import DatasetError, summary
+    from shards.dataset import load_manifest
+
+    try:
+        s = summary(load_manifest(uri))
+    except DatasetError as e:
+        _fail(str(e), 1)
+    if as_json:
+        typer.echo(json.dumps(s))
+        return
+    t = Table(title=f"{uri}")
+    t.add_column("field")
+    t.add_column("value", justify="right")
+    for k in ("source", "shards", "samples", "bytes", "units", "failed_units", "filtered_units", "recipe"):
+        t.add_row(k, f"{s[k]:,}" if isinstance(s[k], int) else str(s[k]))
+    for task, n in s["tasks"].items():
+        t.add_row(f"task: {task}", f"{n:,}")
+    for stage, b in s["backends"].items():
+        t.add_row(f"stage: {stage}", str(b))
+    Console().print(t)

@@ -33,6 +33,7 @@ class Manifest(BaseModel):
     tasks: dict[str, int] = Field(default_factory=dict)
     units: int = Field(ge=0, default=0)
     failed_units: int = Field(ge=0, default=0)
+    filtered_units: int = Field(ge=0, default=0, description="units with nothing to emit (object not in view, ...)")
 
     @classmethod
     def from_shards(cls, shards: list[ShardRecord], **kw) -> Manifest:

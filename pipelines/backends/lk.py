@@ -19,7 +19,7 @@ VERSION = "1"
 class LKTracker:
     name = "lk"
 
-    def __init__(self, win_size: int = 21, levels: int = 3, fb_threshold: float = 1.0):
+    def __init__(self, win_size: int = 11, levels: int = 3, fb_threshold: float = 1.0):
         self.win_size = win_size
         self.levels = levels
         self.fb_threshold = fb_threshold

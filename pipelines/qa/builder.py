@@ -133,6 +133,7 @@ class SampleBuilder:
             out.append(
                 self._sample(item, safe_id(uid, "steps"), "subtask_planning", T.NEXT_STEPS.format(goal=goal, n=p.next_steps), T.fmt_steps(steps[k:], p.next_steps), 0, 0, {})
             )
+        if "subtask_planning" in p.tasks:
             out.append(self._sample(item, safe_id(uid, "past"), "subtask_planning", T.PAST, step, last, 1, {}))
         if "success_detection" in p.tasks:
             # at the sub-task's first frame it is not yet done; at its last it is, unless

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import struct
 from collections.abc import Iterator
 
 import numpy as np
@@ -77,6 +78,37 @@ BRIDGE = KeyMap(
 KEY_MAPS = {"droid": DROID, "bridge": BRIDGE}
 
 
+def count_records(path: str) -> int:
+    """Records in a local TFRecord file, reading only the 12-byte headers."""
+    n = 0
+    with open(path, "rb") as fh:
+        while True:
+            header = fh.read(8)
+            if len(header) < 8:
+                return n
+            (length,) = struct.unpack("<Q", header)
+            fh.seek(4 + length + 4, 1)
+            n += 1
+
+
+def skip_records(fh, count: int) -> None:
+    """Move past `count` records: seek where the stream can, else read through."""
+    for i in range(count):
+        header = fh.read(12)
+        if len(header) < 12:
+            raise RecordError(f"record {i}: truncated header while skipping", "length")
+        (length,) = struct.unpack("<Q", header[:8])
+        if fh.seekable():
+            fh.seek(length + 4, 1)
+        else:
+            remaining = length + 4
+            while remaining:
+                chunk = fh.read(min(remaining, 1 << 20))
+                if not chunk:
+                    raise RecordError(f"record {i}: truncated while skipping", "data")
+                remaining -= len(chunk)
+
+
 class RLDSReader:
     """Streams episodes (one TFRecord record each) from `<dataset>/<version>/` dirs."""
 
@@ -85,17 +117,26 @@ class RLDSReader:
         self.name = key_map.name
         self.verify_crc = verify_crc
 
-    def partitions(self, uri: str) -> list[Partition]:
-        files = [f for f in store.list_files(uri) if _SHARD_RE.search(f)]
+    def partitions(self, uri: str, episodes_per_partition: int | None = None) -> list[Partition]:
+        """One partition per file, or per `episodes_per_partition` records of a file when
+        the episode count per file is known (TFDS's dataset_info.json, or a header scan of
+        local files): smaller groups commit and resume at a finer grain."""
+        files = [f for f in store.list_files(uri) if _SHARD_RE.search(f) and _SHARD_RE.search(f)["split"] == self.key_map.split]
         if not files:
-            raise SourceError(f"no '*-<split>.tfrecord-NNNNN-of-MMMMM' files under {uri}", file=uri, field="tfrecord")
+            raise SourceError(f"no '*-{self.key_map.split}.tfrecord-NNNNN-of-MMMMM' files under {uri}", file=uri, field="tfrecord")
         lengths = self._shard_lengths(files)
-        parts = []
-        for i, f in enumerate(files):
-            m = _SHARD_RE.search(f)
-            if m["split"] != self.key_map.split:
+        parts: list[Partition] = []
+        for f in files:
+            n = lengths.get(f)
+            if n is None and not store.is_s3(f):
+                n = count_records(f)
+            step = episodes_per_partition or n or 1
+            if n is None:
+                parts.append(Partition(self.name, len(parts), f, None, (0, None)))
                 continue
-            parts.append(Partition(self.name, len(parts), f, lengths.get(f), ()))
+            for start in range(0, max(n, 1), step):
+                stop = min(n, start + step)
+                parts.append(Partition(self.name, len(parts), f, stop - start, (start, stop)))
         return parts
 
     def _shard_lengths(self, files: list[str]) -> dict[str, int]:
@@ -116,14 +157,22 @@ class RLDSReader:
         m = _SHARD_RE.search(partition.uri)
         shard = int(m["shard"]) if m else partition.index
         split = m["split"] if m else self.key_map.split
+        start, stop = partition.options if partition.options else (0, None)
+        if limit is not None:
+            stop = start + limit if stop is None else min(stop, start + limit)
         record = 0
         try:
             with store.open_read(partition.uri) as fh:
+                if start:
+                    skip_records(fh, start)
+                    record = start
                 for data in iter_records(fh, verify=self.verify_crc):
-                    if limit is not None and record >= limit:
+                    if stop is not None and record >= stop:
                         return
                     eid = rlds_episode_id(split, shard, record)
                     try:
+                        if isinstance(data, RecordError):
+                            raise data
                         yield self.episode(decode_example(data), eid, partition.uri)
                     except SourceError as e:
                         yield EpisodeFailure(eid, e)

@@ -35,8 +35,12 @@ def frame_record(data: bytes) -> bytes:
     return header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
 
 
-def iter_records(stream: BinaryIO, verify: bool = True) -> Iterator[bytes]:
-    """Yield the payload of each record in `stream`, one at a time (memory: one record)."""
+def iter_records(stream: BinaryIO, verify: bool = True) -> Iterator[bytes | RecordError]:
+    """Yield the payload of each record in `stream`, one at a time (memory: one record).
+
+    A record whose data fails its CRC is yielded as a `RecordError` in its place: the
+    framing is intact, so the records after it are still read. Damaged framing (a bad
+    length CRC, a truncated record) raises: nothing after it can be located."""
     index = 0
     while True:
         header = stream.read(12)
@@ -53,8 +57,9 @@ def iter_records(stream: BinaryIO, verify: bool = True) -> Iterator[bytes]:
         if len(data) < length or len(footer) < 4:
             raise RecordError(f"record {index}: truncated data ({len(data)} of {length} bytes)", "data")
         if verify and masked_crc(data) != struct.unpack("<I", footer)[0]:
-            raise RecordError(f"record {index}: data CRC mismatch", "data_crc")
-        yield data
+            yield RecordError(f"record {index}: data CRC mismatch", "data_crc")
+        else:
+            yield data
         index += 1
 
 
