@@ -191,3 +191,28 @@ def test_a_source_without_masks_stops_before_any_work(droid_copy, tmp_path):
         run_build(_cfg(str(droid_copy / "droid" / "1.0.1"), tmp_path / "o"))
     assert e.value.exit_code == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_max_error_rate_fails_the_run_with_a_readable_summary(droid_copy, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from tests.damage import rewrite_record, tfrecords
+
+    f = tfrecords(droid_copy)[0]
+    for i in (0, 1):
+        rewrite_record(f, i, lambda feats: feats["steps/observation/exterior_image_1_left"].__setitem__(0, b"garbage"))
+    out = tmp_path / "o"
+    args = ["build", "--source", "droid", "--input", str(droid_copy / "droid" / "1.0.1"), "--output", str(out),
+            "--backends", "cpu", "--local", "--no-progress"]
+    res = CliRunner().invoke(app, args + ["--max-error-rate", "0.05"])
+    assert res.exit_code == 4, res.output
+    assert "above --max-error-rate" in res.output and "decode_error" in res.output and "errors.parquet" in res.output
+    errors = pq.read_table(out / "errors.parquet").to_pylist()
+    bad = [e for e in errors if e["category"] == "decode_error"]
+    assert {e["episode_id"] for e in bad} == {"train-00000-00000", "train-00000-00001"}
+    assert all(e["file"].endswith("00000-of-00002") and e["field"] == "steps/observation/exterior_image_1_left" for e in bad)
+    # everything else was built
+    assert json.loads((out / "manifest.json").read_text())["samples"] > 0
+    ok = CliRunner().invoke(app, args[:-4] + ["--output", str(tmp_path / "o2"), "--backends", "cpu", "--local", "--no-progress", "--max-error-rate", "0.9"])
+    assert ok.exit_code == 0, ok.output

@@ -1,0 +1,244 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from engine import ItemError, Pipeline, Resources, Stage
+
+
+class CountingStage(Stage):
+    name = "count"
+    resources = Resources(batch_size=3, min_actors=2, max_actors=2, num_cpus=0.5)
+
+    def setup(self):
+        self.setups = getattr(self, "setups", 0) + 1
+
+    def __call__(self, items):
+        for it in items:
+            it["pid"] = os.getpid()
+            it["setups"] = self.setups
+        return items
+
+
+class Picky(Stage):
+    """Fails on chosen items, in different ways."""
+
+    name = "picky"
+    resources = Resources(batch_size=4, retry_backoff_s=0.0)
+
+    def __init__(self, bad: dict[int, str]):
+        self.bad = bad
+
+    def __call__(self, items):
+        for it in items:
+            kind = self.bad.get(it["x"])
+            if kind == "invalid":
+                raise ItemError(f"item {it['x']} is malformed", "invalid_input")
+            if kind == "crash":
+                raise RuntimeError(f"model blew up on {it['x']}")
+            it["y"] = it["x"] * 10
+        return items
+
+
+def _read(group):
+    for i in range(group * 5, group * 5 + 5):
+        yield {"_id": f"u{i:04d}", "x": i}
+
+
+def _run(stages, mode, groups=4, **kw):
+    out = {}
+    stats = Pipeline(stages, _read, mode=mode, **kw).run([(g, g) for g in range(groups)], lambda r: out.__setitem__(r.group, r.items))
+    return out, stats
+
+
+def test_setup_runs_once_per_actor_not_per_batch(ray_runtime):
+    out, stats = _run([CountingStage()], "ray", groups=6)
+    items = [it for g in out.values() for it in g]
+    assert len(items) == 30
+    assert {it["setups"] for it in items} == {1}
+    # 30 items in batches of 3 over at most 2 actors: several batches per actor
+    assert len({it["pid"] for it in items}) <= 2
+    assert max(Counter(it["pid"] for it in items).values()) >= 6
+
+
+@pytest.mark.parametrize("mode", ["local", "ray"])
+def test_failing_items_are_quarantined_with_their_category_and_the_rest_finish(mode, request):
+    if mode == "ray":
+        request.getfixturevalue("ray_runtime")
+    bad = {3: "invalid", 7: "crash", 12: "invalid"}
+    out, stats = _run([Picky(bad)], mode)
+    items = {it["_id"]: it for g in out.values() for it in g}
+    assert len(items) == 20
+    failed = {k: it["_error"] for k, it in items.items() if "_error" in it}
+    assert set(failed) == {"u0003", "u0007", "u0012"}
+    assert failed["u0003"]["category"] == "invalid_input" and failed["u0003"]["attempts"] == 1
+    assert failed["u0007"]["category"] == "model_error" and failed["u0007"]["attempts"] == 3  # retried twice
+    assert "blew up on 7" in failed["u0007"]["message"]
+    assert all(it["y"] == it["x"] * 10 for k, it in items.items() if k not in failed)
+    assert stats.failed == 3 and stats.by_category == {"invalid_input": 2, "model_error": 1}
+
+
+def test_a_transient_failure_is_retried_and_succeeds():
+    class Flaky(Stage):
+        name = "flaky"
+        resources = Resources(batch_size=2, retry_backoff_s=0.0)
+
+        def __init__(self):
+            self.calls = Counter()
+
+        def __call__(self, items):
+            for it in items:
+                self.calls[it["x"]] += 1
+                if it["x"] == 2 and self.calls[2] < 2:
+                    raise ConnectionError("flaky network")
+                it["y"] = 1
+            return items
+
+    out, stats = _run([Flaky()], "local", groups=1)
+    assert stats.failed == 0 and all(it["y"] == 1 for it in out[0])
+
+
+def test_a_reader_that_raises_quarantines_its_group_and_others_finish():
+    def read(group):
+        yield {"_id": f"g{group}-a", "x": 1}
+        if group == 1:
+            raise OSError("disk on fire")
+        yield {"_id": f"g{group}-b", "x": 2}
+
+    out = {}
+    stats = Pipeline([Picky({})], read, mode="local").run([(g, g) for g in range(3)], lambda r: out.__setitem__(r.group, r.items))
+    assert sorted(out) == [0, 1, 2]
+    assert [it.get("_error", {}).get("category") for it in out[1]] == [None, "read_error"]
+    assert "disk on fire" in out[1][1]["_error"]["message"]
+    assert stats.units == 6 and stats.failed == 1
+
+
+def test_committed_groups_are_skipped():
+    out, stats = _run([Picky({})], "local", groups=4)
+    out2 = {}
+    stats2 = Pipeline([Picky({})], _read, mode="local").run([(g, g) for g in range(4)], lambda r: out2.__setitem__(r.group, r.items), skip={0, 2})
+    assert sorted(out2) == [1, 3] and stats2.groups_skipped == 2
+    def strip(items):
+        return [{k: v for k, v in it.items() if k != "_timing"} for it in items]
+
+    assert strip(out2[1]) == strip(out[1])
+
+
+MULTINODE = r"""
+import json, os, sys
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+from ray.cluster_utils import Cluster
+from engine import Pipeline, RayRuntime, Resources, Stage
+
+class WhereAmI(Stage):
+    name = "where"
+    resources = Resources(batch_size=2, min_actors=2, max_actors=2, num_cpus=1)
+    def __call__(self, items):
+        import ray
+        node = ray.get_runtime_context().get_node_id()
+        for it in items:
+            it["node"] = node
+            it["y"] = it["x"] ** 2
+        return items
+
+def read(g):
+    for i in range(g * 4, g * 4 + 4):
+        yield {"_id": f"u{i:03d}", "x": i}
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+cluster.add_node(num_cpus=2)
+cluster.add_node(num_cpus=2)
+cluster.wait_for_nodes()
+out = {}
+rt = RayRuntime(address=cluster.address)
+Pipeline([WhereAmI()], read, mode="ray", runtime=rt).run([(g, g) for g in range(8)], lambda r: out.__setitem__(r.group, r.items))
+items = [it for g in sorted(out) for it in out[g]]
+print(json.dumps({"nodes": sorted({it["node"] for it in items}), "result": [(it["_id"], it["y"]) for it in items]}))
+rt.stop()
+cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_work_spreads_over_a_multi_node_cluster_with_the_same_output(tmp_path):
+    script = tmp_path / "multinode.py"
+    script.write_text(MULTINODE)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(doc["nodes"]) >= 2, "actors ran on more than one node"
+    single, _ = _run([Picky({})], "local", groups=8)
+    expected = [[f"u{i:03d}", i * i] for i in range(32)]
+    assert doc["result"] == expected
+
+
+KILL_SCRIPT = r"""
+import sys
+from pipelines.build import run_build
+from schemas import BuildConfig
+cfg = BuildConfig(source="droid", input=sys.argv[1], output=sys.argv[2], backends="cpu", mode=sys.argv[3],
+                  progress=False, episodes_per_partition=1)
+r = run_build(cfg)
+print(r.summary)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode, delays", [("local", [0.8, 2.0, 3.2]), ("ray", [6.0])])
+def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(droid_input, tmp_path, mode, delays):
+    from pipelines.build import run_build
+    from schemas import BuildConfig
+
+    ref = tmp_path / "ref"
+    run_build(BuildConfig(source="droid", input=droid_input, output=str(ref), backends="cpu", mode="local", progress=False, episodes_per_partition=1))
+    script = tmp_path / "build.py"
+    script.write_text(KILL_SCRIPT)
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    for delay in delays:
+        p = subprocess.Popen([sys.executable, str(script), droid_input, str(out), mode], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(delay)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    done = subprocess.run([sys.executable, str(script), droid_input, str(out), mode], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "manifest.json").read_bytes() == (ref / "manifest.json").read_bytes()
+    ref_tars = sorted(p.name for p in (ref / "shards").glob("*.tar"))
+    assert sorted(p.name for p in (out / "shards").glob("*.tar")) == ref_tars
+    for name in ref_tars:
+        assert (out / "shards" / name).read_bytes() == (ref / "shards" / name).read_bytes()
+    assert not list(out.rglob(".*.tmp")), "no temporary files are left behind"
+
+
+class DiesOnce(Stage):
+    """Kills its own actor process (as an OOM kill or segfault would) on item 6, once."""
+
+    name = "dies"
+    resources = Resources(batch_size=1, max_actor_restarts=2)
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __call__(self, items):
+        for it in items:
+            if it["x"] == 6 and not os.path.exists(self.marker):
+                Path(self.marker).write_text("died")
+                os._exit(1)
+            it["y"] = it["x"] + 1
+        return items
+
+
+def test_a_dead_actor_is_restarted_and_its_items_requeued(ray_runtime, tmp_path):
+    marker = tmp_path / "died"
+    out, stats = _run([DiesOnce(str(marker))], "ray", groups=2)
+    assert marker.exists(), "the actor really died"
+    items = [it for g in out.values() for it in g]
+    assert sorted(it["x"] for it in items) == list(range(10))
+    assert all(it["y"] == it["x"] + 1 for it in items) and stats.failed == 0
