@@ -216,3 +216,17 @@ def test_max_error_rate_fails_the_run_with_a_readable_summary(droid_copy, tmp_pa
     assert json.loads((out / "manifest.json").read_text())["samples"] > 0
     ok = CliRunner().invoke(app, args[:-4] + ["--output", str(tmp_path / "o2"), "--backends", "cpu", "--local", "--no-progress", "--max-error-rate", "0.9"])
     assert ok.exit_code == 0, ok.output
+
+
+def test_build_to_s3_validates_from_s3(droid_input, bucket, built):
+    out = f"s3://{bucket}/gem4m"
+    result = run_build(_cfg(droid_input, out))
+    assert result.exit_code == 0
+    res = validate(out)
+    assert res["problems"] == [] and res["samples"] == result.manifest.samples
+    # the same bytes as the local build
+    assert [s.sha256 for s in result.manifest.shards] == [s.sha256 for s in built[1].manifest.shards]
+    from shards import store
+
+    names = {u.rsplit("/", 1)[-1] for u in store.list_files(out)}
+    assert {"manifest.json", "report.json", "errors.parquet"} <= names

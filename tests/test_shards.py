@@ -1,0 +1,235 @@
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+from shards import store
+from shards.reader import GemShardDataset, ShardStream
+from shards.tar import UnsafeShardError, iter_samples
+from shards.writer import ShardWriter
+from tests.shardkit import make_dataset, sample_files
+
+
+def test_writer_is_deterministic(tmp_path):
+    a = make_dataset(str(tmp_path / "a"), 25, per_shard=10)
+    b = make_dataset(str(tmp_path / "b"), 25, per_shard=10)
+    assert [s.sha256 for s in a.shards] == [s.sha256 for s in b.shards]
+    assert [s.samples for s in a.shards] == [10, 10, 5]
+    with open(tmp_path / "a" / a.shards[0].url, "rb") as fh:
+        names = [m.name for m in tarfile.open(fileobj=fh)]
+    assert names[:3] == ["s00000.depth.png", "s00000.jpg", "s00000.json"]
+    with open(tmp_path / "a" / a.shards[0].url, "rb") as fh:
+        for m in tarfile.open(fileobj=fh):
+            assert (m.mtime, m.uid, m.gid, m.uname) == (0, 0, 0, "")
+
+
+def test_size_target_splits_shards(tmp_path):
+    w = ShardWriter(str(tmp_path), "00000", max_samples=1000, max_bytes=8000)
+    for i in range(12):
+        w.write(sample_files(i))
+    recs = w.close()
+    assert len(recs) > 1 and sum(r.samples for r in recs) == 12
+    assert all(r.bytes <= 8000 + 4096 for r in recs)
+
+
+def _collect(root, **kw):
+    ds = ShardStream(root, decode=False, **kw)
+    return [s["__key__"] for s in ds.iter_worker()]
+
+
+def test_s3_round_trip_gives_identical_samples(tmp_path, bucket):
+    root = f"s3://{bucket}/ds"
+    m = make_dataset(root, 30, per_shard=8)
+    local = make_dataset(str(tmp_path / "ds"), 30, per_shard=8)
+    assert [s.sha256 for s in m.shards] == [s.sha256 for s in local.shards]
+    remote = list(GemShardDataset(root, shuffle_buffer=1, rank=0, world_size=1, to_tensors=False))
+    here = list(GemShardDataset(str(tmp_path / "ds"), shuffle_buffer=1, rank=0, world_size=1, to_tensors=False))
+    assert [r["__key__"] for r in remote] == [h["__key__"] for h in here]
+    for r, h in zip(remote, here, strict=True):
+        assert (r["images"][0] == h["images"][0]).all() and (r["depth"][0] == h["depth"][0]).all()
+        assert r["conversations"] == h["conversations"]
+        assert r["depth_valid"][0][0, 0] == False  # noqa: E712 - 0 mm is invalid
+
+
+def test_decoded_sample_has_depth_in_metres(tmp_path):
+    make_dataset(str(tmp_path), 3, per_shard=3)
+    s = next(iter(GemShardDataset(str(tmp_path), rank=0, world_size=1)))
+    assert tuple(s["images"][0].shape) == (3, 24, 32)
+    d = s["depth"][0]
+    assert 0.29 < float(d[s["depth_valid"][0]].min()) and float(d.max()) < 2.0
+
+
+def test_ranks_and_workers_get_disjoint_equal_parts_whose_union_is_the_epoch(tmp_path):
+    root = str(tmp_path)
+    make_dataset(root, 52, per_shard=7)  # uneven shards: 7,7,...,3
+    parts = {}
+    for rank in range(2):
+        for worker in range(2):
+            s = ShardStream(root, seed=1, rank=rank, world_size=2, decode=False, shuffle_buffer=5)
+            parts[(rank, worker)] = [x["__key__"] for x in s.iter_worker(worker, 2)]
+    keys = [k for v in parts.values() for k in v]
+    assert len(keys) == len(set(keys)) == 52
+    per_rank = [len(parts[(r, 0)]) + len(parts[(r, 1)]) for r in range(2)]
+    assert per_rank == [26, 26]
+
+
+def test_equal_counts_per_rank_when_the_total_does_not_divide(tmp_path):
+    make_dataset(str(tmp_path), 31, per_shard=4)
+    counts = [len(_collect(str(tmp_path), rank=r, world_size=3)) for r in range(3)]
+    assert counts == [10, 10, 10]
+
+
+def test_epoch_changes_the_order_and_the_seed_fixes_it(tmp_path):
+    root = str(tmp_path)
+    make_dataset(root, 40, per_shard=5)
+    e0 = _collect(root, seed=7, epoch=0)
+    assert e0 == _collect(root, seed=7, epoch=0)
+    e1 = _collect(root, seed=7, epoch=1)
+    assert e1 != e0 and sorted(e1) == sorted(e0)
+    assert _collect(root, seed=8, epoch=0) != e0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_equals_the_uninterrupted_tail(tmp_path, workers):
+    from shards.reader import ShardLoader
+
+    root = str(tmp_path)
+    make_dataset(root, 45, per_shard=6)
+
+    def loader():
+        ds = GemShardDataset(root, seed=3, shuffle_buffer=8, rank=0, world_size=1, to_tensors=False, decode=False)
+        ds.set_epoch(2)
+        return ShardLoader(ds, batch_size=4, num_workers=workers)
+
+    full = [[s["__key__"] for s in b] for b in loader()]
+    first = loader()
+    it = iter(first)
+    head = [[s["__key__"] for s in next(it)] for _ in range(5)]
+    state = first.state_dict()
+    del it
+    resumed = loader()
+    resumed.load_state_dict(state)
+    tail = [[s["__key__"] for s in b] for b in resumed]
+    assert head + tail == full
+    assert sum(len(b) for b in full) == 45
+
+
+def _tar(members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _info(name, size=0, kind=tarfile.REGTYPE, link=""):
+    i = tarfile.TarInfo(name)
+    i.size, i.type, i.linkname = size, kind, link
+    return i
+
+
+@pytest.mark.parametrize(
+    "member, message",
+    [
+        ((_info("/etc/passwd.json", 2), b"{}"), "absolute path"),
+        ((_info("../escape.json", 2), b"{}"), "'..'"),
+        ((_info("a/../../x.json", 2), b"{}"), "'..'"),
+        ((_info("link.json", 0, tarfile.SYMTYPE, "/etc/passwd"), None), "link"),
+        ((_info("hard.json", 0, tarfile.LNKTYPE, "s.json"), None), "link"),
+        ((_info("dev.json", 0, tarfile.CHRTYPE), None), "device"),
+    ],
+)
+def test_unsafe_members_are_refused(member, message):
+    data = _tar([member])
+    with pytest.raises(UnsafeShardError, match=message):
+        list(iter_samples(io.BytesIO(data), "evil.tar"))
+
+
+def test_oversized_images_are_refused(tmp_path):
+    from shards.reader import decode_sample
+
+    raw = {"__key__": "big", **sample_files(0).files}
+    with pytest.raises(UnsafeShardError, match="exceeds"):
+        decode_sample(raw, max_pixels=100)
+
+
+def test_pickles_are_never_loaded(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from shards.reader import decode_sample
+
+    raw = {"__key__": "p", **sample_files(0).files, "obj.npy": b""}
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    raw["obj.npy"] = buf.getvalue()
+    with pytest.raises(ValueError, match="allow_pickle"):
+        decode_sample(raw)
+    raw.pop("obj.npy")
+    raw["x.pth"] = pickle.dumps({"evil": True})
+    assert decode_sample(raw).get("x.pth") is None  # unknown members are not decoded
+
+
+def test_local_cache_respects_its_size_limit(tmp_path, bucket):
+    root = f"s3://{bucket}/cached"
+    m = make_dataset(root, 40, per_shard=5)
+    limit = m.shards[0].bytes * 3
+    ds = ShardStream(root, decode=False, cache_dir=str(tmp_path / "cache"), cache_limit_bytes=limit)
+    keys = [s["__key__"] for s in ds.iter_worker()]
+    assert len(keys) == 40
+    cached = list((tmp_path / "cache").glob("*.tar"))
+    assert 0 < len(cached) <= 3
+    assert sum(p.stat().st_size for p in cached) <= limit
+
+
+def test_stale_multipart_uploads_are_aborted(bucket):
+    s3 = boto3.client("s3")
+    up = s3.create_multipart_upload(Bucket=bucket, Key="ds/shards/00000-0000.tar")
+    s3.upload_part(Bucket=bucket, Key="ds/shards/00000-0000.tar", UploadId=up["UploadId"], PartNumber=1, Body=b"x" * 100)
+    assert store.abort_stale_uploads(f"s3://{bucket}/ds/") == 1
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert not store.exists(f"s3://{bucket}/ds/shards/00000-0000.tar")
+
+
+def test_a_large_shard_is_a_multipart_upload_completed_only_at_the_end(tmp_path, bucket, monkeypatch):
+    monkeypatch.setattr(store, "PART_SIZE", 5 * 1024 * 1024)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(11 * 1024 * 1024))
+    store.upload_file(str(big), f"s3://{bucket}/big.bin")
+    assert hashlib.sha256(store.read_bytes(f"s3://{bucket}/big.bin")).digest() == hashlib.sha256(big.read_bytes()).digest()
+
+
+KILL_WRITER = r"""
+import os, sys
+from tests.shardkit import sample_files
+from shards.writer import ShardWriter
+w = ShardWriter(sys.argv[1], "00000", max_samples=5)
+for i in range(12):
+    w.write(sample_files(i))
+    if i == 7:
+        os.kill(os.getpid(), 9)   # dies inside the second shard
+"""
+
+
+def test_a_writer_killed_mid_shard_leaves_nothing_listed_and_a_rerun_completes(tmp_path, bucket, s3_server):
+    root = f"s3://{bucket}/killed"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    p = subprocess.run([sys.executable, "-c", KILL_WRITER, root], env=env, capture_output=True)
+    assert p.returncode == -signal.SIGKILL
+    # no manifest: nothing is committed; the first shard exists whole, the second not at all
+    assert not store.exists(f"{root}/manifest.json")
+    objs = store.list_files(root)
+    assert objs == [f"{root}/shards/00000-0000.tar"]
+    m = make_dataset(root, 12, per_shard=5)
+    assert [s.samples for s in m.shards] == [5, 5, 2]
+    from pipelines.dataset import validate
+
+    assert validate(root)["problems"] == []
