@@ -200,7 +200,7 @@ class ShardStream:
         for span in spans:
             rec = self.manifest.shards[span.shard]
             uri = cache.path(self.root, rec.url, rec.sha256) if (cache and store.is_s3(self.root)) else store.join(self.root, rec.url)
-            with store.open_read(uri) as fh:
+            with store.open_read(uri, prefetch=True) as fh:
                 for i, raw in enumerate(iter_samples(fh, uri)):
                     if i >= span.stop:
                         break

@@ -104,13 +104,75 @@ def s3_client():
 # --- reading ---------------------------------------------------------------------------
 
 
-def open_read(uri: str) -> BinaryIO:
-    """A streaming binary reader (S3: one GET streamed; memory stays small)."""
+def open_read(uri: str, prefetch: bool = False) -> BinaryIO:
+    """A streaming binary reader (S3: one GET streamed; memory stays small).
+
+    `prefetch`: a thread reads ahead in 4 MiB chunks (S3 only), so network time overlaps
+    with the caller's parsing."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         body = retry(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"], f"GET {uri}")
-        return _StreamingBody(body)
-    return open(uri, "rb")
+        raw = _StreamingBody(body)
+        if prefetch:
+            return io.BufferedReader(_Prefetcher(raw), buffer_size=1 << 20)
+        return io.BufferedReader(raw, buffer_size=1 << 20)
+    return open(uri, "rb", buffering=1 << 20)
+
+
+class _Prefetcher(io.RawIOBase):
+    """Reads `stream` ahead on a thread into a bounded queue of chunks."""
+
+    def __init__(self, stream, chunk: int = 4 << 20, depth: int = 4):
+        import queue
+        import threading
+
+        self._q: queue.Queue = queue.Queue(depth)
+        self._buf = memoryview(b"")
+        self._done = False
+        self._stream = stream
+        self._stop = threading.Event()
+
+        def pump():
+            try:
+                while not self._stop.is_set():
+                    data = stream.read(chunk)
+                    self._q.put(data)
+                    if not data:
+                        return
+            except BaseException as e:  # noqa: BLE001 - re-raised in the reader
+                self._q.put(e)
+
+        self._thread = threading.Thread(target=pump, daemon=True)
+        self._thread.start()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if not self._buf:
+            if self._done:
+                return 0
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                self._done = True
+                return 0
+            self._buf = memoryview(item)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():  # unblock the pump if it waits on a full queue
+            try:
+                self._q.get_nowait()
+            except Exception:  # noqa: BLE001
+                self._thread.join(0.05)
+        self._stream.close()
+        super().close()
 
 
 class _StreamingBody(io.RawIOBase):
@@ -235,7 +297,7 @@ def write_bytes(uri: str, data: bytes, if_none_match: bool = False) -> None:
             os.unlink(tmp)
         else:
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -321,7 +383,7 @@ def remove_stale_temps(root: str) -> int:
     return n
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -8,6 +8,7 @@ manifest lists it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -41,6 +42,8 @@ class ShardWriter:
     records: list[ShardRecord] = field(default_factory=list)
     _part: int = 0
     _tar: tarfile.TarFile | None = None
+    _fh: object = None
+    _hash: object = None
     _path: str = ""
     _count: int = 0
     _bytes: int = 0
@@ -76,39 +79,61 @@ class ShardWriter:
 
     def abort(self) -> None:
         if self._tar is not None:
-            self._tar.close()
             self._tar = None
+            self._fh.close()
             os.unlink(self._path)
 
     def _open(self) -> None:
-        fd, self._path = tempfile.mkstemp(prefix=f"gem-shard-{self.prefix}-", suffix=".tar", dir=self.staging_dir)
-        os.close(fd)
-        self._tar = tarfile.open(self._path, "w", format=tarfile.USTAR_FORMAT)
+        # stage next to the final file when local (commit is a rename), else in a temp dir
+        staging = self.staging_dir
+        if staging is None and not store.is_s3(self.root):
+            staging = store.join(self.root, "shards")
+            os.makedirs(staging, exist_ok=True)
+        prefix = f".{self.prefix}-{self._part:04d}." if staging else f"gem-shard-{self.prefix}-"
+        fd, self._path = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=staging)
+        self._fh = os.fdopen(fd, "wb")
+        self._hash = _HashingWriter(self._fh)
+        self._tar = tarfile.open(fileobj=self._hash, mode="w", format=tarfile.USTAR_FORMAT)
         self._count, self._bytes, self._tasks, self._first, self._last = 0, 0, {}, "", ""
 
     def _finish(self) -> None:
         assert self._tar is not None
-        self._tar.close()
+        self._tar.close()  # writes the end-of-archive blocks; leaves our file open
         self._tar = None
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
         rel = f"shards/{self.prefix}-{self._part:04d}.tar"
         uri = store.join(self.root, rel)
         try:
-            sha = hashlib.sha256()
-            with open(self._path, "rb") as fh:
-                for chunk in store.iter_chunks(fh):
-                    sha.update(chunk)
-            nbytes = os.path.getsize(self._path)
             commit_file(self._path, uri)
         finally:
             if os.path.exists(self._path):
                 os.unlink(self._path)
         self.records.append(
             ShardRecord(
-                url=rel, samples=self._count, bytes=nbytes, sha256=sha.hexdigest(),
+                url=rel, samples=self._count, bytes=self._hash.bytes, sha256=self._hash.sha.hexdigest(),
                 tasks=dict(sorted(self._tasks.items())), first_key=self._first, last_key=self._last,
             )
         )
         self._part += 1
+
+
+class _HashingWriter:
+    """A file wrapper that hashes and counts what is written through it."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.bytes += len(data)
+        return self.fh.write(data)
+
+    def tell(self) -> int:
+        return self.bytes
 
 
 def commit_file(local_path: str, uri: str) -> None:
@@ -117,8 +142,13 @@ def commit_file(local_path: str, uri: str) -> None:
         store.upload_file(local_path, uri)
         return
     os.makedirs(os.path.dirname(uri) or ".", exist_ok=True)
-    with open(local_path, "rb+") as fh:
-        os.fsync(fh.fileno())
+    try:
+        os.replace(local_path, uri)  # same filesystem: atomic, no copy
+        store.fsync_dir(os.path.dirname(uri))
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
     tmp = f"{os.path.dirname(uri)}/.{os.path.basename(uri)}.{os.getpid()}.tmp"
     # copy+rename, not rename: the staging dir may be on another filesystem
     with open(local_path, "rb") as src, open(tmp, "wb") as dst:

@@ -1,0 +1,165 @@
+"""Shard I/O against raw baselines, measured side by side in one run.
+
+write_vs_raw:      ShardWriter (hash, fsync, atomic rename)  / tarfile writing the same members
+read_local_vs_raw: ShardStream samples from local shards      / reading the same files' bytes
+read_s3_vs_raw:    ShardStream samples from moto S3            / boto3 GET of the same objects
+Also samples/s with 1 and 2 DataLoader worker processes (decoded to tensors).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench.s3server import moto_server  # noqa: E402
+from pipelines.synthetic.codec import depth_to_png_mm, encode_jpeg  # noqa: E402
+from schemas import Manifest, Sample  # noqa: E402
+from shards import store  # noqa: E402
+from shards.reader import ShardStream  # noqa: E402
+from shards.writer import SampleFiles, ShardWriter  # noqa: E402
+
+N_SAMPLES = 3000
+PER_SHARD = 500
+REPEATS = 3
+
+
+def make_samples(n: int) -> list[SampleFiles]:
+    from pipelines.synthetic.scene import Renderer, cameras_for, make_episode
+
+    scene = make_episode(0, 0, 30)
+    r = Renderer(scene, cameras_for(scene)["exterior_1"])
+    frames = [r(t) for t in range(30)]
+    out = []
+    for i in range(n):
+        f = frames[i % 30]
+        meta = Sample(
+            key=f"s{i:06d}", task="grounding_point", images=[{"name": "jpg", "width": 320, "height": 180}],
+            depth=[{"name": "depth.png", "image": 0}],
+            conversations=[{"from": "human", "value": "<image>\nPoint to the red mug."}, {"from": "gpt", "value": "[(0.412, 0.533)]"}],
+            provenance={"source": "bench", "episode_id": f"e{i // 30}"},
+        ).model_dump_json(by_alias=True).encode()
+        out.append(SampleFiles(f"s{i:06d}", "grounding_point", {"jpg": encode_jpeg(f.rgb), "depth.png": depth_to_png_mm(f.depth), "json": meta}))
+    return out
+
+
+def best(fn, repeats=REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    samples = make_samples(N_SAMPLES)
+    total_bytes = sum(len(v) for s in samples for v in s.files.values())
+    work = Path(tempfile.mkdtemp(prefix="gem-bench-"))
+    try:
+        def ours():
+            root = work / "ours"
+            shutil.rmtree(root, ignore_errors=True)
+            w = ShardWriter(str(root), "00000", max_samples=PER_SHARD)
+            for s in samples:
+                w.write(s)
+            return w.close()
+
+        def raw():
+            root = work / "raw"
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            for k in range(0, len(samples), PER_SHARD):
+                with tarfile.open(root / f"{k}.tar", "w", format=tarfile.USTAR_FORMAT) as tf:
+                    for s in samples[k : k + PER_SHARD]:
+                        for ext, data in s.files.items():
+                            info = tarfile.TarInfo(f"{s.key}.{ext}")
+                            info.size = len(data)
+                            tf.addfile(info, io.BytesIO(data))
+
+        t_raw_w = best(raw)
+        t_ours_w = best(ours)
+        records = ours()
+        root = str(work / "ours")
+        m = Manifest.from_shards(records, source="bench")
+        store.write_bytes(store.join(root, "manifest.json"), m.model_dump_json().encode())
+        files = [store.join(root, r.url) for r in records]
+
+        def read_ours(r):
+            n = sum(1 for _ in ShardStream(r, decode=False, shuffle_buffer=1).iter_worker())
+            assert n == N_SAMPLES
+
+        def read_raw_local():
+            for f in files:
+                with open(f, "rb") as fh:
+                    while fh.read(1 << 20):
+                        pass
+
+        t_raw_l = best(read_raw_local)
+        t_ours_l = best(lambda: read_ours(root))
+
+        with moto_server():
+            import boto3
+
+            boto3.client("s3").create_bucket(Bucket="bench")
+            s3root = "s3://bench/ds"
+            for r in records:
+                store.upload_file(store.join(root, r.url), store.join(s3root, r.url))
+            store.write_bytes(store.join(s3root, "manifest.json"), m.model_dump_json().encode())
+
+            def read_raw_s3():
+                client = store.s3_client()
+                for r in records:
+                    body = client.get_object(Bucket="bench", Key=f"ds/{r.url}")["Body"]
+                    while body.read(1 << 20):
+                        pass
+
+            t_raw_s3 = best(read_raw_s3)
+            t_ours_s3 = best(lambda: read_ours(s3root))
+
+        rates = {}
+        try:
+            from shards.reader import GemShardDataset, ShardLoader
+
+            for workers in (1, 2):
+                def run(workers=workers):
+                    ds = GemShardDataset(root, shuffle_buffer=64, rank=0, world_size=1)
+                    n = sum(len(b) for b in ShardLoader(ds, batch_size=32, num_workers=workers))
+                    assert n == N_SAMPLES
+
+                rates[f"samples_per_s_{workers}_workers_decoded"] = round(N_SAMPLES / best(run, 2), 1)
+        except ImportError:
+            rates["samples_per_s_decoded"] = "torch not installed"
+
+        mb = total_bytes / 1e6
+        print(f"write: ours {mb / t_ours_w:.0f} MB/s, raw tarfile {mb / t_raw_w:.0f} MB/s")
+        print(f"read local: ours {N_SAMPLES / t_ours_l:.0f} samples/s ({mb / t_ours_l:.0f} MB/s), raw {mb / t_raw_l:.0f} MB/s")
+        print(f"read s3: ours {N_SAMPLES / t_ours_s3:.0f} samples/s ({mb / t_ours_s3:.0f} MB/s), raw boto3 GET {mb / t_raw_s3:.0f} MB/s")
+        for k, v in rates.items():
+            print(f"{k}: {v}")
+        print(json.dumps({
+            "samples": N_SAMPLES,
+            "mb": round(mb, 1),
+            "write_vs_raw": round(t_raw_w / t_ours_w, 3),
+            "read_local_vs_raw": round(t_raw_l / t_ours_l, 3),
+            "read_s3_vs_raw": round(t_raw_s3 / t_ours_s3, 3),
+            **rates,
+        }))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
