@@ -31,7 +31,7 @@ PREPS = [
     "near", "beside", "by", "towards", "toward", "at", "over", "behind", "next to", "on top of", "in front of",
     "to the left of", "to the right of", "left of", "right of", "across", "through", "between", "above",
     "below", "around", "back", "and", "then", "so", "until", "up", "down", "away", "forward", "backward",
-    "closer", "upright", "aside", "so that", "while", "using",
+    "closer", "upright", "aside", "so that", "while", "using", "upside down", "sideways",
 ]
 _PREP_RE = "|".join(sorted((re.escape(p) for p in PREPS), key=len, reverse=True))
 
@@ -49,7 +49,7 @@ _TARGET_RE = "|".join(sorted((re.escape(p) for p in TARGET_PREPS), key=len, reve
 NON_OBJECTS = {"left", "right", "side", "top", "bottom", "front", "back", "middle", "center", "centre", "there",
                "here", "place", "position", "surface", "counter", "area", "spot", "location", "way", "end"}
 SOURCE_CONTAINERS = {"from", "out of", "off"}
-TOOL_VERBS = {"wipe", "clean", "sweep", "stir", "scoop", "press", "push"}
+TOOL_VERBS = {"wipe", "clean", "sweep", "stir", "scoop", "press", "push", "flip", "cut", "scrape", "spread", "hit", "tap", "poke"}
 
 
 def _clean(text: str) -> str:
