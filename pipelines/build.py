@@ -146,7 +146,9 @@ def make_stages(cfg: BuildConfig, chosen: dict[str, str]) -> list:
     r = cfg.recipe
 
     def backend(stage: str):
-        return registry.instantiate(stage, chosen[stage]), registry.RESOURCES[chosen[stage]]
+        name = chosen[stage]
+        settings = cfg.backend_params.get(name)
+        return registry.instantiate(stage, name, settings.params if settings else None), registry.resources_for(name, settings)
 
     objects = ObjectsStage(*backend("objects"))
     masks = MasksStage(*backend("masks"))
@@ -164,6 +166,7 @@ def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str
         "input": input_uri,
         "recipe": cfg.recipe.hash(),
         "backends": chosen,
+        "backend_params": {k: v.params for k, v in sorted(cfg.backend_params.items()) if k in chosen.values()},
         "shards": cfg.shards.model_dump(),
         "limit": cfg.limit_episodes,
     }

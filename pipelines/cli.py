@@ -148,6 +148,7 @@ def build(
     recipe: Annotated[Path | None, typer.Option(help="Recipe YAML; default: the bundled GEM-4M recipe.")] = None,
     backends: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
     stage: Annotated[list[str], typer.Option("--stage", help="Per-stage backend override, STAGE=BACKEND (repeatable).")] = [],
+    backend_config: Annotated[Path | None, typer.Option(help="YAML of per-backend settings: {sam3: {params: {...}, batch_size: 16}}.")] = None,
     limit_episodes: Annotated[int | None, typer.Option(min=1, help="Build from the first N episodes only.")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
     max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit non-zero past this fraction of failed units.")] = 0.05,
@@ -163,13 +164,19 @@ def build(
     from schemas import BuildConfig
 
     try:
+        settings = {}
+        if backend_config is not None:
+            import yaml
+
+            settings = yaml.safe_load(backend_config.read_text()) or {}
         cfg = BuildConfig(
             source=source, input=input, output=output, recipe=load_recipe(recipe), backends=backends,
+            backend_params=settings,
             stage_backends=_parse_overrides(stage), limit_episodes=limit_episodes, ray_address=ray_address,
             max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus,
             metrics_port=metrics_port, mode="local" if local else "ray", progress=progress and sys.stderr.isatty(),
         )
-    except (ValidationError, ValueError) as e:
+    except (ValidationError, ValueError, OSError) as e:
         _fail(f"invalid configuration:\n{e}")
     try:
         result = run_build(cfg)

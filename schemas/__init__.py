@@ -12,6 +12,7 @@ from schemas.config import (
     PlanningRecipe,
     Recipe,
     ShardTargets,
+    StageSettings,
 )
 from schemas.manifest import Manifest, ShardRecord
 from schemas.sample import (
@@ -41,6 +42,7 @@ __all__ = [
     "ShardRecord",
     "ShardTargets",
     "StageProvenance",
+    "StageSettings",
     "Task",
     "Turn",
 ]

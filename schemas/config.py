@@ -69,6 +69,19 @@ class ShardTargets(_Strict):
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
 
 
+class StageSettings(_Strict):
+    """A backend's constructor parameters (model id, weights path, dtype, ...) and its
+    resources on the cluster. Unset resources keep the backend's defaults."""
+
+    params: dict = Field(default_factory=dict)
+    batch_size: int | None = Field(default=None, ge=1)
+    num_gpus: float | None = Field(default=None, ge=0)
+    num_cpus: float | None = Field(default=None, gt=0)
+    min_actors: int | None = Field(default=None, ge=1)
+    max_actors: int | None = Field(default=None, ge=1)
+    runtime_env: dict | None = None
+
+
 class BuildConfig(_Strict):
     """Everything `gem-data build` needs; the CLI and library callers both build one of these."""
 
@@ -78,6 +91,10 @@ class BuildConfig(_Strict):
     recipe: Recipe = Field(default_factory=Recipe)
     backends: BackendChoice = BackendChoice.auto
     stage_backends: dict[str, str] = Field(default_factory=dict, description="per-stage override, e.g. depth=sensor")
+    backend_params: dict[str, StageSettings] = Field(
+        default_factory=dict,
+        description="per-backend settings, e.g. {sam3: {params: {checkpoint_path: ...}, batch_size: 32, num_gpus: 0.5}}",
+    )
     limit_episodes: int | None = Field(default=None, ge=1)
     ray_address: str | None = None
     max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -94,4 +111,8 @@ class BuildConfig(_Strict):
         bad = set(self.stage_backends) - known
         if bad:
             raise ValueError(f"stage_backends: unknown stage(s) {sorted(bad)}; known: {sorted(known)}")
+        backends = {"lexical", "qwen3", "sensor", "sam3", "lk", "cotracker3", "depth_anything_3"}
+        bad = set(self.backend_params) - backends
+        if bad:
+            raise ValueError(f"backend_params: unknown backend(s) {sorted(bad)}; known: {sorted(backends)}")
         return self

@@ -44,8 +44,27 @@ RESOURCES = {
     "qwen3": Resources(num_cpus=1, num_gpus=1, batch_size=256, max_actors=8),
     "sam3": Resources(num_cpus=1, num_gpus=0.5, batch_size=16, max_actors=8),
     "cotracker3": Resources(num_cpus=1, num_gpus=0.5, batch_size=4, max_actors=8),
-    "depth_anything_3": Resources(num_cpus=1, num_gpus=0.25, batch_size=16, max_actors=8),
+    # DA3 pins numpy<2, xformers and open3d: it runs in its own environment on the worker
+    "depth_anything_3": Resources(
+        num_cpus=1, num_gpus=0.25, batch_size=16, max_actors=8,
+        runtime_env={"pip": ["depth-anything-3==0.1.1"]},
+    ),
 }
+
+
+def resources_for(name: str, settings=None) -> Resources:
+    """The backend's default resources with the user's settings applied."""
+    import dataclasses
+
+    res = RESOURCES[name]
+    if settings is None:
+        return res
+    changes = {
+        k: getattr(settings, k)
+        for k in ("batch_size", "num_gpus", "num_cpus", "min_actors", "max_actors", "runtime_env")
+        if getattr(settings, k) is not None
+    }
+    return dataclasses.replace(res, **changes)
 
 
 class BackendUnavailable(RuntimeError):
