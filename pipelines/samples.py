@@ -11,7 +11,7 @@ from pipelines.synthetic.generate import generate
 
 SAMPLE_EPISODES = 8
 GENERATOR_VERSION = "1"
-INPUT_DIRS = {"droid": "droid/1.0.1"}
+INPUT_DIRS = {"droid": "droid/1.0.1", "lerobot": "lerobot", "agibot": "agibot", "robomind": "robomind"}
 
 
 def cache_dir() -> Path:

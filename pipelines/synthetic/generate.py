@@ -10,7 +10,7 @@ from pipelines.synthetic.truth import episode_truth, write_truth
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("droid",)
+FORMATS = ("droid", "lerobot", "lerobot-v21", "agibot", "robomind")
 
 
 def generate(fmt: str, episodes: int, out: str | Path, seed: int = 0, frames: int = 60) -> Path:
@@ -29,7 +29,23 @@ def generate(fmt: str, episodes: int, out: str | Path, seed: int = 0, frames: in
         from pipelines.synthetic.droid import write_droid
 
         ids = write_droid(out, scenes)
-        primary = "exterior_1"
+    elif fmt == "lerobot":
+        from pipelines.synthetic.lerobot import write_lerobot_v30
+
+        ids = write_lerobot_v30(out, scenes)
+    elif fmt == "lerobot-v21":
+        from pipelines.synthetic.lerobot import write_lerobot_v21
+
+        ids = write_lerobot_v21(out, scenes)
+    elif fmt == "agibot":
+        from pipelines.synthetic.agibot_robomind import write_agibot
+
+        ids = write_agibot(out, scenes)
+    else:
+        from pipelines.synthetic.agibot_robomind import write_robomind
+
+        ids = write_robomind(out, scenes)
+    primary = "exterior_1"  # every writer renders the scene's first exterior camera
     truth = {eid: episode_truth(s, cameras_for(s), primary) for eid, s in ids.items()}
     write_truth(out, fmt, seed, truth)
     log.info("wrote %d %s episodes to %s", episodes, fmt, out)

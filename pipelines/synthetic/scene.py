@@ -201,7 +201,10 @@ def make_episode(seed: int, index: int, frames: int = 60) -> EpisodeScene:
         start, end = int(bounds[s]), int(bounds[s + 1]) - 1
         obj_i = int(movable[s % len(movable)] if s < len(movable) else rng.choice(movable))
         target_i = int(rng.choice(containers)) if rng.random() < 0.8 else None
-        verb, text = _templates(objects[obj_i].name, objects[target_i].name if target_i is not None else None, int(rng.integers(5)))
+        choice = int(rng.integers(5))
+        verb, text = _templates(objects[obj_i].name, objects[target_i].name if target_i is not None else None, choice)
+        if subtasks and text == subtasks[-1].text:  # the same step twice in a row reads as one
+            verb, text = _templates(objects[obj_i].name, objects[target_i].name if target_i is not None else None, choice + 1)
         subtasks.append(Subtask(text, start, end, obj_i, target_i, verb))
 
         here = pos[start, obj_i, :2].copy()

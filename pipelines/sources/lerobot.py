@@ -1,0 +1,175 @@
+"""LeRobot v2.1 and v3.0 read with pyarrow and PyAV (no lerobot dependency).
+
+v2.1: one parquet and one video per episode. v3.0: many episodes per file; an episode's
+rows are `dataset_from_index..dataset_to_index` of its data file and its frames the
+`from_timestamp..to_timestamp` span of its (concatenated) video. Sub-tasks are runs of
+the per-frame `task_index`. Depth comes from an `image` feature marked `is_depth_map`
+(16-bit PNG, millimetres)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pyarrow.parquet as pq
+
+from pipelines.sources.base import DecodedFrames, DecodeError, DepthFrames, Episode, EpisodeFailure, Partition, Segment, SourceError
+from shards import store
+
+log = logging.getLogger(__name__)
+
+
+def _json(uri: str) -> dict:
+    try:
+        return json.loads(store.read_bytes(uri))
+    except (OSError, ValueError) as e:
+        raise SourceError(f"cannot read {uri}: {e}", file=uri, field="meta") from e
+
+
+def _jsonl(uri: str) -> list[dict]:
+    return [json.loads(line) for line in store.read_bytes(uri).decode().splitlines() if line.strip()]
+
+
+def _parquet(uri: str):
+    return pq.read_table(io.BytesIO(store.read_bytes(uri)))
+
+
+class LeRobotReader:
+    name = "lerobot"
+
+    def __init__(self, camera: str | None = None):
+        self.camera = camera
+
+    # -- layout -------------------------------------------------------------------------
+
+    def _meta(self, root: str) -> dict:
+        info = _json(store.join(root, "meta/info.json"))
+        version = str(info.get("codebase_version", ""))
+        if not version.startswith(("v2", "v3")):
+            raise SourceError(f"unsupported LeRobot codebase_version {version!r} (v2.1 and v3.0 are read)", file=store.join(root, "meta/info.json"), field="codebase_version")
+        video_keys = [k for k, f in info["features"].items() if f.get("dtype") == "video" and not f.get("info", {}).get("video.is_depth_map")]
+        if not video_keys:
+            raise SourceError("no video feature to read images from", file=store.join(root, "meta/info.json"), field="features")
+        cam = self.camera or video_keys[0]
+        if cam not in info["features"]:
+            raise SourceError(f"camera {cam!r} is not a feature; have {video_keys}", file=store.join(root, "meta/info.json"), field="features")
+        depth_keys = [k for k, f in info["features"].items() if f.get("dtype") == "image" and f.get("info", {}).get("is_depth_map")]
+        return {"info": info, "v3": version.startswith("v3"), "camera": cam, "depth": depth_keys[0] if depth_keys else None}
+
+    def _episodes(self, root: str, meta: dict) -> list[dict]:
+        if meta["v3"]:
+            files = [f for f in store.list_files(store.join(root, "meta/episodes")) if f.endswith(".parquet")]
+            rows = [r for f in files for r in _parquet(f).to_pylist()]
+        else:
+            rows = _jsonl(store.join(root, "meta/episodes.jsonl"))
+        return sorted(rows, key=lambda r: r["episode_index"])
+
+    def _tasks(self, root: str, meta: dict) -> dict[int, str]:
+        if meta["v3"]:
+            t = _parquet(store.join(root, "meta/tasks.parquet")).to_pylist()
+        else:
+            t = _jsonl(store.join(root, "meta/tasks.jsonl"))
+        return {int(r["task_index"]): r["task"] for r in t}
+
+    def partitions(self, uri: str, episodes_per_partition: int | None = None) -> list[Partition]:
+        meta = self._meta(uri)
+        eps = [r["episode_index"] for r in self._episodes(uri, meta)]
+        step = episodes_per_partition or 16
+        return [
+            Partition(self.name, k, uri, len(eps[i : i + step]), (tuple(eps[i : i + step]),))
+            for k, i in enumerate(range(0, len(eps), step))
+        ]
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read(self, partition: Partition, limit: int | None = None) -> Iterator[Episode | EpisodeFailure]:
+        root = partition.uri
+        meta = self._meta(root)
+        info = meta["info"]
+        tasks = self._tasks(root, meta)
+        wanted = set(partition.options[0])
+        rows = [r for r in self._episodes(root, meta) if r["episode_index"] in wanted]
+        data_cache: dict[str, object] = {}
+        for n, row in enumerate(rows):
+            if limit is not None and n >= limit:
+                return
+            eid = f"episode_{row['episode_index']:06d}"
+            try:
+                yield self._episode(root, meta, info, tasks, row, eid, data_cache)
+            except SourceError as e:
+                yield EpisodeFailure(eid, e)
+            except (OSError, store.StoreError) as e:
+                yield EpisodeFailure(eid, SourceError(str(e), file=root, episode=eid, field="file", category="io_error"))
+
+    def _episode(self, root, meta, info, tasks, row, eid, data_cache) -> Episode:
+        ep = row["episode_index"]
+        cam = meta["camera"]
+        fps = float(info["fps"])
+        chunk_size = int(info.get("chunks_size", 1000))
+        if meta["v3"]:
+            fmt = {"chunk_index": row["data/chunk_index"], "file_index": row["data/file_index"]}
+            data_uri = store.join(root, info["data_path"].format(**fmt))
+            if data_uri not in data_cache:
+                data_cache.clear()  # memory: one data file at a time
+                data_cache[data_uri] = _parquet(data_uri)
+            table = data_cache[data_uri]
+            lo, hi = row["dataset_from_index"], row["dataset_to_index"]
+            import pyarrow.compute as pc
+
+            table = table.filter(pc.and_(pc.greater_equal(table["index"], lo), pc.less(table["index"], hi)))
+            vfmt = {"video_key": cam, "chunk_index": row[f"videos/{cam}/chunk_index"], "file_index": row[f"videos/{cam}/file_index"]}
+            video_uri = store.join(root, info["video_path"].format(**vfmt))
+            t0, t1 = float(row[f"videos/{cam}/from_timestamp"]), float(row[f"videos/{cam}/to_timestamp"])
+        else:
+            data_uri = store.join(root, info["data_path"].format(episode_chunk=ep // chunk_size, episode_index=ep))
+            table = _parquet(data_uri)
+            video_uri = store.join(root, info["video_path"].format(episode_chunk=ep // chunk_size, episode_index=ep, video_key=cam))
+            t0, t1 = 0.0, None
+        n = table.num_rows
+        length = int(row.get("length", n))
+        if n != length:
+            raise SourceError(f"data has {n} frames, meta says {length}", file=data_uri, episode=eid, field="length")
+        if "task_index" not in table.column_names:
+            raise SourceError("missing column 'task_index'", file=data_uri, episode=eid, field="task_index")
+        task_idx = table["task_index"].to_pylist()
+        segments = []
+        start = 0
+        for i in range(1, n + 1):
+            if i == n or task_idx[i] != task_idx[start]:
+                if task_idx[start] not in tasks:
+                    raise SourceError(f"task_index {task_idx[start]} is not in the tasks table", file=data_uri, episode=eid, field="task_index")
+                segments.append(Segment(tasks[task_idx[start]], start, i - 1))
+                start = i
+        texts = [s.text for s in segments]
+        instruction = texts[0] if len(set(texts)) == 1 else ", then ".join(texts)
+
+        def load(uri=video_uri, t0=t0, t1=t1, n=n):
+            from pipelines.synthetic.video import decode_mp4
+
+            try:
+                with store.open_read(uri) as fh:
+                    data = fh.read()
+                frames = decode_mp4(data, t0, t1 if t1 is not None else None, fps)
+            except Exception as e:  # noqa: BLE001 - any decoder failure names the video
+                raise DecodeError(f"video does not decode: {e}", file=uri, episode=eid, field=cam) from e
+            return frames[:n]
+
+        depth = {}
+        if meta["depth"] and meta["depth"] in table.column_names:
+            pngs = [(c or {}).get("bytes") for c in table[meta["depth"]].to_pylist()]
+            depth[cam] = DepthFrames(pngs, "png_mm", data_uri, eid, meta["depth"])
+        return Episode(
+            episode_id=eid,
+            source=self.name,
+            fps=fps,
+            cameras={cam: DecodedFrames(load, n, video_uri, eid, cam)},
+            primary_camera=cam,
+            instructions=[instruction],
+            subtasks=segments,
+            depth=depth,
+            metadata={"episode_index": ep, "tasks": list(row.get("tasks", []))},
+            success=None,
+            file=data_uri,
+        ).check()

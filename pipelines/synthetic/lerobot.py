@@ -1,0 +1,155 @@
+"""Write generated episodes as LeRobot datasets, v2.1 (one file per episode) and v3.0
+(many episodes per file, concatenated videos). Sub-tasks are per-frame `task_index`
+runs; sensor depth is a 16-bit PNG `image` feature marked `is_depth_map`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.synthetic.codec import depth_to_png_mm
+from pipelines.synthetic.scene import EpisodeScene, Renderer, cameras_for
+from pipelines.synthetic.video import encode_mp4
+
+FPS = 15
+VIDEO_KEY = "observation.images.front"
+DEPTH_KEY = "observation.images.front_depth"
+CHUNK = 1000
+
+
+def _features(h: int, w: int) -> dict:
+    return {
+        VIDEO_KEY: {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
+                    "info": {"video.fps": FPS, "video.codec": "h264", "video.pix_fmt": "yuv420p", "video.is_depth_map": False}},
+        DEPTH_KEY: {"dtype": "image", "shape": [h, w, 1], "names": ["height", "width", "channels"],
+                    "info": {"is_depth_map": True, "unit": "mm", "encoding": "png16"}},
+        "observation.state": {"dtype": "float32", "shape": [4], "names": ["x", "y", "z", "gripper"]},
+        "action": {"dtype": "float32", "shape": [4], "names": ["dx", "dy", "dz", "gripper"]},
+        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+        "index": {"dtype": "int64", "shape": [1], "names": None},
+        "task_index": {"dtype": "int64", "shape": [1], "names": None},
+    }
+
+
+def _render(scene: EpisodeScene):
+    r = Renderer(scene, cameras_for(scene)["exterior_1"])
+    frames = [r(t) for t in range(scene.frames)]
+    return [f.rgb for f in frames], [depth_to_png_mm(f.depth) for f in frames]
+
+
+def _task_table(scenes: list[EpisodeScene]) -> dict[str, int]:
+    tasks: dict[str, int] = {}
+    for s in scenes:
+        for st in s.subtasks:
+            tasks.setdefault(st.text, len(tasks))
+    return tasks
+
+
+def _frame_rows(scene: EpisodeScene, ep: int, start_index: int, tasks: dict[str, int], depth: list[bytes], t0: float = 0.0) -> pa.Table:
+    n = scene.frames
+    task_of = np.zeros(n, np.int64)
+    for st in scene.subtasks:
+        task_of[st.start : st.end + 1] = tasks[st.text]
+    g = scene.gripper.astype(np.float32)
+    state = np.concatenate([g, scene.gripper_closed[:, None].astype(np.float32)], 1)
+    action = np.concatenate([np.diff(g, axis=0, append=g[-1:]), scene.gripper_closed[:, None].astype(np.float32)], 1)
+    return pa.table({
+        DEPTH_KEY: pa.array([{"bytes": d, "path": None} for d in depth], pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "observation.state": pa.array(list(state), pa.list_(pa.float32(), 4)),
+        "action": pa.array(list(action), pa.list_(pa.float32(), 4)),
+        "timestamp": pa.array((np.arange(n) / FPS).astype(np.float32)),
+        "frame_index": pa.array(np.arange(n, dtype=np.int64)),
+        "episode_index": pa.array(np.full(n, ep, np.int64)),
+        "index": pa.array(np.arange(start_index, start_index + n, dtype=np.int64)),
+        "task_index": pa.array(task_of),
+    })
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+def write_lerobot_v21(out: Path, scenes: list[EpisodeScene]) -> dict[str, EpisodeScene]:
+    root = out / "lerobot"
+    tasks = _task_table(scenes)
+    index = 0
+    ids = {}
+    episodes = []
+    for ep, scene in enumerate(scenes):
+        rgb, depth = _render(scene)
+        chunk = ep // CHUNK
+        _write_parquet(_frame_rows(scene, ep, index, tasks, depth), root / f"data/chunk-{chunk:03d}/episode_{ep:06d}.parquet")
+        vpath = root / f"videos/chunk-{chunk:03d}/{VIDEO_KEY}/episode_{ep:06d}.mp4"
+        vpath.parent.mkdir(parents=True, exist_ok=True)
+        vpath.write_bytes(encode_mp4(rgb, FPS))
+        episodes.append({"episode_index": ep, "tasks": [s.text for s in scene.subtasks], "length": scene.frames})
+        index += scene.frames
+        ids[f"episode_{ep:06d}"] = scene
+    h, w = 180, 320
+    info = {
+        "codebase_version": "v2.1", "robot_type": "synthetic_arm", "fps": FPS,
+        "total_episodes": len(scenes), "total_frames": index, "total_tasks": len(tasks), "total_videos": len(scenes),
+        "total_chunks": (len(scenes) - 1) // CHUNK + 1, "chunks_size": CHUNK, "splits": {"train": f"0:{len(scenes)}"},
+        "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+        "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
+        "features": _features(h, w),
+    }
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    (root / "meta/info.json").write_text(json.dumps(info, indent=1))
+    (root / "meta/tasks.jsonl").write_text("".join(json.dumps({"task_index": i, "task": t}) + "\n" for t, i in tasks.items()))
+    (root / "meta/episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    return ids
+
+
+def write_lerobot_v30(out: Path, scenes: list[EpisodeScene], episodes_per_file: int = 3) -> dict[str, EpisodeScene]:
+    root = out / "lerobot"
+    tasks = _task_table(scenes)
+    ids = {}
+    ep_rows = []
+    index = 0
+    for f0 in range(0, len(scenes), episodes_per_file):
+        file_idx = f0 // episodes_per_file
+        tables, frames_all = [], []
+        t_offset = 0.0
+        for ep in range(f0, min(len(scenes), f0 + episodes_per_file)):
+            scene = scenes[ep]
+            rgb, depth = _render(scene)
+            tables.append(_frame_rows(scene, ep, index, tasks, depth))
+            frames_all += rgb
+            dur = scene.frames / FPS
+            ep_rows.append({
+                "episode_index": ep, "tasks": [s.text for s in scene.subtasks], "length": scene.frames,
+                "data/chunk_index": 0, "data/file_index": file_idx,
+                "dataset_from_index": index, "dataset_to_index": index + scene.frames,
+                f"videos/{VIDEO_KEY}/chunk_index": 0, f"videos/{VIDEO_KEY}/file_index": file_idx,
+                f"videos/{VIDEO_KEY}/from_timestamp": round(t_offset, 6), f"videos/{VIDEO_KEY}/to_timestamp": round(t_offset + dur, 6),
+            })
+            t_offset += dur
+            index += scene.frames
+            ids[f"episode_{ep:06d}"] = scene
+        _write_parquet(pa.concat_tables(tables), root / f"data/chunk-000/file-{file_idx:03d}.parquet")
+        vpath = root / f"videos/{VIDEO_KEY}/chunk-000/file-{file_idx:03d}.mp4"
+        vpath.parent.mkdir(parents=True, exist_ok=True)
+        vpath.write_bytes(encode_mp4(frames_all, FPS))
+    info = {
+        "codebase_version": "v3.0", "robot_type": "synthetic_arm", "fps": FPS,
+        "total_episodes": len(scenes), "total_frames": index, "total_tasks": len(tasks),
+        "chunks_size": CHUNK, "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
+        "splits": {"train": f"0:{len(scenes)}"},
+        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
+        "features": _features(180, 320),
+    }
+    (root / "meta/episodes/chunk-000").mkdir(parents=True, exist_ok=True)
+    (root / "meta/info.json").write_text(json.dumps(info, indent=1))
+    pq.write_table(pa.table({"task_index": list(tasks.values()), "task": list(tasks)}), root / "meta/tasks.parquet")
+    pq.write_table(pa.Table.from_pylist(ep_rows), root / "meta/episodes/chunk-000/file-000.parquet")
+    return ids
+
