@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import shutil
 import sys
 import tarfile
@@ -21,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 from bench.s3server import moto_server  # noqa: E402
 from pipelines.synthetic.codec import depth_to_png_mm, encode_jpeg  # noqa: E402

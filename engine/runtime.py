@@ -60,6 +60,7 @@ def _quiet_ray_data() -> None:
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # we draw our own per-stage bars
-    ctx.print_on_execution_start = False if hasattr(ctx, "print_on_execution_start") else None
     for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # it warns that its own bars are off: they are, on purpose (engine draws per-stage bars)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

@@ -166,6 +166,7 @@ def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str
         "input": input_uri,
         "recipe": cfg.recipe.hash(),
         "backends": chosen,
+        "reader_options": cfg.reader_options,
         "backend_params": {k: v.params for k, v in sorted(cfg.backend_params.items()) if k in chosen.values()},
         "shards": cfg.shards.model_dump(),
         "limit": cfg.limit_episodes,
@@ -176,7 +177,7 @@ def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str
 def run_build(cfg: BuildConfig) -> BuildResult:
     t0 = time.time()
     out = cfg.output.rstrip("/")
-    reader_options: dict = {}
+    reader_options: dict = dict(cfg.reader_options)
     if cfg.input:
         input_uri = cfg.input
     else:

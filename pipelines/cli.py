@@ -97,12 +97,13 @@ def ls_episodes(
     input: Annotated[str, typer.Option("--input", help="Local path or s3:// URI of the dataset.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many episodes.")] = None,
+    key_map: Annotated[Path | None, typer.Option(help="RLDS key map (YAML/JSON) for --source rlds.")] = None,
 ) -> None:
     """Print one line per episode; bad episodes are reported on stderr and skipped."""
     from pipelines.sources import EpisodeFailure, SourceError, get_reader
 
     try:
-        reader = get_reader(source)
+        reader = get_reader(source, **_reader_options(key_map))
         parts = reader.partitions(input)
     except SourceError as e:
         _fail(str(e))
@@ -130,6 +131,17 @@ def ls_episodes(
         console.print(f"{bad} episode(s) could not be read")
 
 
+def _reader_options(key_map: Path | None) -> dict:
+    if key_map is None:
+        return {}
+    import yaml
+
+    try:
+        return {"key_map": yaml.safe_load(key_map.read_text())}
+    except (OSError, yaml.YAMLError) as e:
+        _fail(f"cannot read key map {key_map}: {e}")
+
+
 def _parse_overrides(values: list[str]) -> dict[str, str]:
     out = {}
     for v in values:
@@ -147,12 +159,14 @@ def build(
     input: Annotated[str | None, typer.Option("--input", help="Dataset path or s3:// URI; default: the bundled synthetic sample.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe YAML; default: the bundled GEM-4M recipe.")] = None,
     backends: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
-    stage: Annotated[list[str], typer.Option("--stage", help="Per-stage backend override, STAGE=BACKEND (repeatable).")] = [],
+    stage: Annotated[list[str] | None, typer.Option("--stage", help="Per-stage backend override, STAGE=BACKEND (repeatable).")] = None,
     backend_config: Annotated[Path | None, typer.Option(help="YAML of per-backend settings: {sam3: {params: {...}, batch_size: 16}}.")] = None,
+    key_map: Annotated[Path | None, typer.Option(help="RLDS key map (YAML/JSON) for --source rlds.")] = None,
     limit_episodes: Annotated[int | None, typer.Option(min=1, help="Build from the first N episodes only.")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
     max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit non-zero past this fraction of failed units.")] = 0.05,
-    max_samples_per_shard: Annotated[int, typer.Option(min=1)] = 1000,
+    max_samples_per_shard: Annotated[int, typer.Option(min=1, help="Samples per shard at most.")] = 1000,
+    episodes_per_partition: Annotated[int, typer.Option(min=1, help="Episodes per commit group (the unit of resume).")] = 16,
     num_cpus: Annotated[int | None, typer.Option(min=1, help="Logical CPUs of the embedded Ray.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
     local: Annotated[bool, typer.Option("--local", help="Run in this process, without Ray (debugging).")] = False,
@@ -171,9 +185,9 @@ def build(
             settings = yaml.safe_load(backend_config.read_text()) or {}
         cfg = BuildConfig(
             source=source, input=input, output=output, recipe=load_recipe(recipe), backends=backends,
-            backend_params=settings,
-            stage_backends=_parse_overrides(stage), limit_episodes=limit_episodes, ray_address=ray_address,
-            max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus,
+            backend_params=settings, reader_options=_reader_options(key_map),
+            stage_backends=_parse_overrides(stage or []), limit_episodes=limit_episodes, ray_address=ray_address,
+            max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus, episodes_per_partition=episodes_per_partition,
             metrics_port=metrics_port, mode="local" if local else "ray", progress=progress and sys.stderr.isatty(),
         )
     except (ValidationError, ValueError, OSError) as e:
@@ -200,7 +214,8 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Check every shard against the manifest and every sample against the schema."""
-    from pipelines.dataset import DatasetError, validate as run
+    from pipelines.dataset import DatasetError
+    from pipelines.dataset import validate as run
 
     try:
         res = run(uri)

@@ -95,6 +95,7 @@ class BuildConfig(_Strict):
         default_factory=dict,
         description="per-backend settings, e.g. {sam3: {params: {checkpoint_path: ...}, batch_size: 32, num_gpus: 0.5}}",
     )
+    reader_options: dict = Field(default_factory=dict, description="source reader options, e.g. an RLDS key_map")
     limit_episodes: int | None = Field(default=None, ge=1)
     ray_address: str | None = None
     max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)

@@ -74,9 +74,9 @@ def test_lexical_is_exact_on_the_generator_grammar():
 
 
 def test_sensor_masks_and_depth_are_exact(droid_input):
+    from pipelines.backends.sensor import SensorDepth
     from pipelines.sources import get_reader
     from pipelines.stages import DepthStage, MasksStage, ObjectsStage
-    from pipelines.backends.sensor import SensorDepth
     from pipelines.synthetic.codec import decode_png16
     from pipelines.units import episode_units
     from schemas import Recipe

@@ -242,3 +242,46 @@ def test_a_dead_actor_is_restarted_and_its_items_requeued(ray_runtime, tmp_path)
     items = [it for g in out.values() for it in g]
     assert sorted(it["x"] for it in items) == list(range(10))
     assert all(it["y"] == it["x"] + 1 for it in items) and stats.failed == 0
+
+
+class Slow(Stage):
+    name = "slow"
+    resources = Resources(batch_size=1)
+
+    def __call__(self, items):
+        time.sleep(0.2)
+        return items
+
+
+def test_prometheus_endpoint_reports_per_stage_metrics(ray_runtime):
+    import socket
+    import threading
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    scraped: list[str] = []
+    done = threading.Event()
+
+    def scrape():
+        while not done.is_set():
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
+                if 'gemdata_stage_items{stage="slow"}' in body:
+                    scraped.append(body)
+            except OSError:
+                pass
+            time.sleep(0.3)
+
+    t = threading.Thread(target=scrape, daemon=True)
+    t.start()
+    try:
+        Pipeline([Slow()], _read, mode="ray", metrics_port=port).run([(g, g) for g in range(4)], lambda r: None)
+    finally:
+        done.set()
+        t.join(5)
+    assert scraped, "the endpoint served per-stage metrics during the run"
+    body = scraped[-1]
+    for name in ("gemdata_stage_items_per_second", "gemdata_stage_queue_depth", "gemdata_stage_busy_actors", "gemdata_stage_errors"):
+        assert f'{name}{{stage="slow"}}' in body

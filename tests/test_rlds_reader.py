@@ -153,3 +153,22 @@ def test_ls_episodes_json(droid_input):
     assert len(rows) == 6
     assert {"episode_id", "frames", "instruction", "subtasks", "has_depth"} <= set(rows[0])
     assert rows[0]["subtasks"] == [{"text": rows[0]["instruction"], "start": 0, "end": 39}]
+
+
+def test_a_new_oxe_set_is_a_key_map(droid_input, tmp_path):
+    """A generic RLDS set read through a key map given as config, not code."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    km = {"name": "droid", "cameras": {"wrist": "observation/wrist_image_left"}, "primary_camera": "wrist",
+          "instructions": ["language_instruction"], "fps": 15}
+    path = tmp_path / "km.yaml"
+    path.write_text(yaml.safe_dump(km))
+    res = CliRunner().invoke(app, ["ls-episodes", "--source", "rlds", "--input", droid_input, "--key-map", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(rows) == 6 and rows[0]["cameras"] == ["wrist"] and not rows[0]["has_depth"]
+    bad = CliRunner().invoke(app, ["ls-episodes", "--source", "rlds", "--input", droid_input])
+    assert bad.exit_code == 2 and "key map" in bad.output

@@ -135,6 +135,8 @@ class SampleBuilder:
             )
         if "subtask_planning" in p.tasks:
             out.append(self._sample(item, safe_id(uid, "past"), "subtask_planning", T.PAST, step, last, 1, {}))
+            if k + 1 < len(steps):  # at the end of this step, the next one is what comes
+                out.append(self._sample(item, safe_id(uid, "future"), "subtask_planning", T.FUTURE.format(goal=goal), steps[k + 1], last, 1, {}))
         if "success_detection" in p.tasks:
             # at the sub-task's first frame it is not yet done; at its last it is, unless
             # this is the final step of an episode the source marks as failed

@@ -31,7 +31,6 @@ TRAJECTORY_QUESTIONS = [
 NEXT_STEP = "<task:planning:freeform> current goal is: {goal} Q: immediate next step?"
 NEXT_STEPS = "<task:planning:freeform> current goal is: {goal} Q: next {n} steps?"
 SATISFIED = "<task:success:discrete> {step} Q: satisfied?"
-POSSIBLE = "<task:affordance:discrete> {step} Q: possible right now?"
 PAST = "<task:past_description:freeform> Q: what just happened?"
 FUTURE = "<task:future_prediction:freeform> current goal is: {goal} Q: what is likely to happen next?"
 

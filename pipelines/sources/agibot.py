@@ -7,7 +7,16 @@ import json
 import re
 from collections.abc import Iterator
 
-from pipelines.sources.base import DecodedFrames, DecodeError, DepthFrames, Episode, EpisodeFailure, Partition, Segment, SourceError
+from pipelines.sources.base import (
+    DecodedFrames,
+    DecodeError,
+    DepthFrames,
+    Episode,
+    EpisodeFailure,
+    Partition,
+    Segment,
+    SourceError,
+)
 from shards import store
 
 FPS = 30.0

@@ -15,7 +15,16 @@ from collections.abc import Iterator
 
 import pyarrow.parquet as pq
 
-from pipelines.sources.base import DecodedFrames, DecodeError, DepthFrames, Episode, EpisodeFailure, Partition, Segment, SourceError
+from pipelines.sources.base import (
+    DecodedFrames,
+    DecodeError,
+    DepthFrames,
+    Episode,
+    EpisodeFailure,
+    Partition,
+    Segment,
+    SourceError,
+)
 from shards import store
 
 log = logging.getLogger(__name__)

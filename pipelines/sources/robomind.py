@@ -11,7 +11,15 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipelines.sources.base import DepthFrames, EncodedFrames, Episode, EpisodeFailure, Partition, Segment, SourceError
+from pipelines.sources.base import (
+    DepthFrames,
+    EncodedFrames,
+    Episode,
+    EpisodeFailure,
+    Partition,
+    Segment,
+    SourceError,
+)
 from shards import store
 
 FPS = 30.0
