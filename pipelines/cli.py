@@ -285,3 +285,50 @@ def inspect(
     for stage, b in s["backends"].items():
         t.add_row(f"stage: {stage}", str(b))
     Console().print(t)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="Training config YAML, e.g. trainer/configs/tiny-cpu.yaml.")],
+    data: Annotated[str, typer.Option(help="Dataset root with manifest.json (directory or s3:// URI).")],
+    out: Annotated[Path, typer.Option(help="Run directory: checkpoints, metrics.jsonl, tokenizer.")],
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps (resume later).")] = None,
+) -> None:
+    """Train the slim GEM model (three progressive stages); reruns resume from the last checkpoint."""
+    try:
+        from trainer.config import load_config
+        from trainer.train import train as run
+    except ImportError as e:
+        _fail(f"the trainer needs the train extra (pip install 'gem-data[train]'): {e}")
+    try:
+        cfg = load_config(config)
+    except (ValidationError, ValueError) as e:
+        _fail(f"invalid training config {config}:\n{e}")
+    res = run(cfg, data, out, max_steps=max_steps)
+    console.print(f"{'finished' if res['finished'] else 'stopped'} at step {res['global_step']}; losses in {out}/metrics.jsonl")
+
+
+@app.command("depth-sample")
+def depth_sample(
+    run: Annotated[Path, typer.Option(help="Training run directory (its latest checkpoint is used).")],
+    image: Annotated[Path, typer.Option(help="An RGB image (JPEG or PNG).")],
+    out: Annotated[Path, typer.Option(help="Where to write the colour-mapped depth PNG.")],
+    prompt: Annotated[str, typer.Option(help="The question the image comes with.")] = "<image>\nWhat is on the table?",
+    steps: Annotated[int, typer.Option(min=1, help="Euler steps of the flow.")] = 20,
+    cfg_scale: Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance scale.")] = 2.0,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+) -> None:
+    """Render the depth the trained head predicts for an image."""
+    import numpy as np
+
+    from pipelines.synthetic.codec import decode_image
+    from trainer.evaluate import render_depth_png
+    from trainer.train import load_trained
+
+    model, collate, _ = load_trained(run)
+    rgb = decode_image(image.read_bytes(), str(image))
+    sample = {"__key__": "x", "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": "."}],
+              "images": [rgb], "depth": [np.ones(rgb.shape[:2], np.float32)], "depth_valid": [np.ones(rgb.shape[:2], bool)]}
+    pred = model.sample_depth(collate([sample]), steps, cfg_scale, seed)
+    out.write_bytes(render_depth_png(pred[0], rgb.shape[0], rgb.shape[1]))
+    console.print(f"wrote {out}")
