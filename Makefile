@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 TORCH := torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test test-fast bench lint chaos clean
+.PHONY: install chromium demo test test-fast bench lint chaos clean
 
 install: $(STAMP)
 
@@ -21,16 +21,23 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# The preview tests open pages in Debian's headless Chromium.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (the preview tests use it)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 demo: install
 	$(BIN)/gem-data build --source droid --output out/demo
 	@echo
 	@echo "Look at out/demo/manifest.json (the dataset), out/demo/report.json (counts, quality, throughput),"
 	@echo "out/demo/shards/*.tar (webdataset shards).  Check it: $(BIN)/gem-data validate out/demo"
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install chromium
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install

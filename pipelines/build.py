@@ -260,7 +260,7 @@ class GroupCommitter:
 
     def __call__(self, result: GroupResult) -> None:
         writer = ShardWriter(self.out, f"{result.group:05d}", self.cfg.shards.max_samples, self.cfg.shards.max_bytes)
-        errors, quality, index = [], [], []
+        errors, quality, index, stats = [], [], [], []
         units = failed = filtered = 0
         try:
             for item in result.items:
@@ -278,6 +278,7 @@ class GroupCommitter:
                     })
                     continue
                 quality.append({"kind": item["kind"], **item.get("quality", {})})
+                stats.append(item.get("stats", {}))
                 for key, task, files in item["samples"]:
                     writer.write(SampleFiles(key, task, files))
                     index.append((key, task, item["episode_id"], writer.part))
@@ -293,6 +294,7 @@ class GroupCommitter:
             "shards": [r.model_dump() for r in records],
             "errors": errors,
             "quality": quality,
+            "histograms": _histograms(stats),
             "units": units,
             "failed": failed,
             "filtered": filtered,
@@ -315,6 +317,34 @@ def _write_sidecars(out: str, rec: ShardRecord, rows: list[tuple]) -> None:
     buf = io.BytesIO()
     pq.write_table(table, buf)
     store.write_bytes(store.join(out, f"{base}.index.parquet"), buf.getvalue())
+
+
+HIST_BINS = {"point_x": (0, 1, 20), "point_y": (0, 1, 20), "box_side": (0, 0.5, 20), "depth_median_m": (0, 4, 20)}
+
+
+def _histograms(stats: list[dict]) -> dict[str, list[int]]:
+    """Fixed-bin counts (so groups add up exactly, whatever their order)."""
+    values = {
+        "point_x": [p[0] for s in stats for p in s.get("points", [])],
+        "point_y": [p[1] for s in stats for p in s.get("points", [])],
+        "box_side": [float(np.sqrt(w * h)) for s in stats for w, h in s.get("box_wh", [])],
+        "depth_median_m": [d[1] for s in stats for d in s.get("depth_m", [])],
+    }
+    out = {}
+    for name, (lo, hi, n) in HIST_BINS.items():
+        counts, _ = np.histogram(np.clip(values[name], lo, hi), bins=n, range=(lo, hi))
+        out[name] = counts.astype(int).tolist()
+    return out
+
+
+def _merge_histograms(entries: list[dict]) -> dict:
+    out = {}
+    for name, (lo, hi, n) in HIST_BINS.items():
+        total = np.zeros(n, int)
+        for e in entries:
+            total += np.asarray(e.get("histograms", {}).get(name, [0] * n), int)
+        out[name] = {"range": [lo, hi], "counts": total.tolist()}
+    return out
 
 
 def _quality(entries: list[dict]) -> dict | None:
@@ -380,6 +410,7 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
             "items": s["items"],
             "busy_s": round(s["busy_s"], 3),
             "throughput_per_s": round(s["items"] / stats.wall_s, 3) if stats.wall_s else None,
+            "capacity_per_s": round(s["items"] / s["busy_s"], 3) if s["busy_s"] > 0 else None,
             "busy_fraction": round(s["busy_s"] / (stats.wall_s * actors), 4) if stats.wall_s else None,
         }
     error_rate = failed / units if units else 0.0
@@ -404,6 +435,8 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
         "startup_s": round(stats.startup_s, 3),
         "groups": {"total": len(groups), "skipped_as_committed": stats.groups_skipped, "committed_now": stats.groups_committed},
         "quality": _quality(entries),
+        "histograms": _merge_histograms(entries),
+        "sources": {cfg.source: manifest.samples},
     }
     store.write_bytes(store.join(out, "report.json"), json.dumps(report, indent=1, sort_keys=True).encode())
     try:

@@ -268,10 +268,21 @@ def inspect(
     from pipelines.dataset import DatasetError, summary
     from shards.dataset import load_manifest
 
+    from shards import store
+
     try:
         s = summary(load_manifest(uri))
     except DatasetError as e:
         _fail(str(e), 1)
+    report = {}
+    try:
+        report = json.loads(store.read_bytes(store.join(uri, "report.json")))
+    except Exception:  # noqa: BLE001 - a dataset without a report still has a manifest
+        pass
+    if report:
+        s["errors_by_category"] = report.get("errors_by_category", {})
+        s["quality"] = report.get("quality")
+        s["stages"] = {k: v.get("capacity_per_s") for k, v in report.get("stages", {}).items()}
     if as_json:
         typer.echo(json.dumps(s))
         return
@@ -283,7 +294,12 @@ def inspect(
     for task, n in s["tasks"].items():
         t.add_row(f"task: {task}", f"{n:,}")
     for stage, b in s["backends"].items():
-        t.add_row(f"stage: {stage}", str(b))
+        rate = s.get("stages", {}).get(stage)
+        t.add_row(f"stage: {stage}", f"{b}" + (f" ({rate:,.1f} items/s per actor)" if rate else ""))
+    for cat, n in (s.get("errors_by_category") or {}).items():
+        t.add_row(f"errors: {cat}", f"{n:,}")
+    for k, v in (s.get("quality") or {}).items():
+        t.add_row(f"quality: {k}", str(v))
     Console().print(t)
 
 
@@ -332,3 +348,22 @@ def depth_sample(
     pred = model.sample_depth(collate([sample]), steps, cfg_scale, seed)
     out.write_bytes(render_depth_png(pred[0], rgb.shape[0], rgb.shape[1]))
     console.print(f"wrote {out}")
+
+
+@app.command()
+def preview(
+    uri: Annotated[str, typer.Argument(help="Dataset root (directory or s3:// URI).")],
+    out: Annotated[Path, typer.Option(help="Output directory for index.html.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="How many samples.")] = 60,
+    task: Annotated[str | None, typer.Option(help="Only samples of this task.")] = None,
+    seed: Annotated[int, typer.Option(help="Which samples (seeded draw).")] = 0,
+) -> None:
+    """A static HTML gallery: images with masks, points, boxes and trajectories drawn, depth beside."""
+    from pipelines.preview import preview as run
+    from shards.dataset import DatasetError
+
+    try:
+        res = run(uri, out, n=n, task=task, seed=seed)
+    except DatasetError as e:
+        _fail(str(e), 1)
+    console.print(f"{res['cards']} cards ({res['errors']} error cards): open {res['out']}")

@@ -145,6 +145,27 @@ class DepthStage(_BackendStage):
         return items
 
 
+def unit_stats(samples) -> dict:
+    """Numbers for the report's histograms: point coordinates, box sizes, depth ranges."""
+    import json
+
+    points, boxes, depth = [], [], []
+    seen_depth = set()
+    for s in samples:
+        doc = json.loads(s.files["json"])
+        ann = doc.get("annotations", {})
+        points += [list(p) for p in ann.get("points", [])]
+        boxes += [[b[2] - b[0], b[3] - b[1]] for b in ann.get("boxes", [])]
+        png = s.files.get("depth.png")
+        if png is not None and png not in seen_depth:
+            seen_depth.add(png)
+            mm = decode_png16(png)
+            valid = mm[mm > 0]
+            if valid.size:
+                depth.append([float(valid.min()) / 1000, float(np.median(valid)) / 1000, float(valid.max()) / 1000])
+    return {"points": points, "box_wh": boxes, "depth_m": depth}
+
+
 class SamplesStage(Stage):
     """Annotated units -> serialised samples (JSON, JPEG, depth PNG) and quality."""
 
@@ -175,6 +196,7 @@ class SamplesStage(Stage):
                     "episode_id": it["episode_id"],
                     "samples": [(s.key, s.task, s.files) for s in samples],
                     "quality": quality,
+                    "stats": unit_stats(samples),
                     "stages": it.get("stages", {}),
                 }
             )
