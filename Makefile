@@ -43,6 +43,11 @@ test-fast: install chromium
 bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/shards.py
+	$(BIN)/python bench/scale.py
+
+# The fault suite at full strength (`make test` runs it with CHAOS_ROUNDS=3).
+chaos: install chromium
+	CHAOS_ROUNDS=12 $(BIN)/python -m pytest -q tests/test_chaos.py tests/test_engine.py -k "sigkill or s3 or damaged or malformed or full_disk or dead"
 
 lint: install
 	$(BIN)/ruff check engine pipelines schemas shards trainer tests bench

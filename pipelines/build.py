@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from botocore.exceptions import BotoCoreError, ClientError
 
 from engine import GroupResult, Pipeline, RayRuntime, RunStats
 from pipelines.backends import registry
@@ -175,6 +176,19 @@ def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str
 
 
 def run_build(cfg: BuildConfig) -> BuildResult:
+    """Build, or resume, or say the output is already complete. Object-store failures,
+    wherever they happen, become a BuildError that says to rerun (exit 3)."""
+    try:
+        return _run_build(cfg)
+    except (store.StoreError, BotoCoreError, ClientError) as e:
+        raise BuildError(
+            f"object store failed while building {cfg.output}: {e}\nrerun the same command when it is back; "
+            "committed groups are kept and will be skipped",
+            exit_code=3,
+        ) from e
+
+
+def _run_build(cfg: BuildConfig) -> BuildResult:
     t0 = time.time()
     out = cfg.output.rstrip("/")
     reader_options: dict = dict(cfg.reader_options)
@@ -237,7 +251,12 @@ def run_build(cfg: BuildConfig) -> BuildResult:
     missing = [g for g, _ in groups if g not in ledger]
     if missing:
         raise BuildError(f"groups {missing} were not committed; rerun to finish", exit_code=3)
-    return _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats, stages, t0)
+    try:
+        return _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats, stages, t0)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise BuildError(f"output disk is full while finishing {out}: free space and rerun the same command", exit_code=3) from e
+        raise
 
 
 def _read_ledger(out: str, chash: str) -> dict[int, dict]:

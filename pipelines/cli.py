@@ -192,10 +192,16 @@ def build(
         )
     except (ValidationError, ValueError, OSError) as e:
         _fail(f"invalid configuration:\n{e}")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from shards.store import StoreError
+
     try:
         result = run_build(cfg)
     except BuildError as e:
         _fail(str(e), e.exit_code)
+    except (StoreError, BotoCoreError, ClientError) as e:
+        _fail(f"object store error: {e}\nrerun the same command when the store is back; committed work is kept", 3)
     console.print(result.summary)
     if result.report.get("quality"):
         console.print(f"quality: {json.dumps(result.report['quality'])}")

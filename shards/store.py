@@ -88,7 +88,15 @@ class S3Clients:
             import boto3
             from botocore.config import Config
 
-            cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
+            # GEM_DATA_S3_TIMEOUT bounds how long one request may hang on a stalled server
+            # before it is retried (botocore's default is 60 s)
+            timeout = float(os.environ.get("GEM_DATA_S3_TIMEOUT", "60"))
+            cfg = Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                max_pool_connections=32,
+                connect_timeout=timeout,
+                read_timeout=timeout,
+            )
             self._client = boto3.session.Session().client("s3", config=cfg)
             self._pid = os.getpid()
         return self._client

@@ -166,8 +166,10 @@ class RLDSReader:
                 if start:
                     skip_records(fh, start)
                     record = start
-                for data in iter_records(fh, verify=self.verify_crc):
-                    if stop is not None and record >= stop:
+                records = iter_records(fh, verify=self.verify_crc, first_index=record)
+                while stop is None or record < stop:  # never read past the partition's end
+                    data = next(records, None)
+                    if data is None:
                         return
                     eid = rlds_episode_id(split, shard, record)
                     try:

@@ -35,13 +35,14 @@ def frame_record(data: bytes) -> bytes:
     return header + struct.pack("<I", masked_crc(header)) + data + struct.pack("<I", masked_crc(data))
 
 
-def iter_records(stream: BinaryIO, verify: bool = True) -> Iterator[bytes | RecordError]:
+def iter_records(stream: BinaryIO, verify: bool = True, first_index: int = 0) -> Iterator[bytes | RecordError]:
     """Yield the payload of each record in `stream`, one at a time (memory: one record).
 
     A record whose data fails its CRC is yielded as a `RecordError` in its place: the
     framing is intact, so the records after it are still read. Damaged framing (a bad
-    length CRC, a truncated record) raises: nothing after it can be located."""
-    index = 0
+    length CRC, a truncated record) raises: nothing after it can be located. Messages
+    number records from `first_index` (the stream's position in its file)."""
+    index = first_index
     while True:
         header = stream.read(12)
         if not header:
