@@ -272,9 +272,8 @@ def inspect(
     from rich.table import Table
 
     from pipelines.dataset import DatasetError, summary
-    from shards.dataset import load_manifest
-
     from shards import store
+    from shards.dataset import load_manifest
 
     try:
         s = summary(load_manifest(uri))

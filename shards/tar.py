@@ -25,6 +25,20 @@ def tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
     return info, io.BytesIO(data)
 
 
+def member_bytes(name: str, data: bytes) -> bytes:
+    """One ustar member (header, data, zero padding to 512 bytes), with the fixed metadata
+    of `tar_member`: the same as `tarfile.addfile` writes, without its per-call overhead."""
+    info, _ = tar_member(name, data)
+    pad = (-len(data)) % tarfile.BLOCKSIZE
+    return info.tobuf(format=tarfile.USTAR_FORMAT) + data + b"\0" * pad
+
+
+def end_of_archive(written: int) -> bytes:
+    """Two zero blocks, then zeros up to tarfile's record size (as `TarFile.close` does)."""
+    end = written + 2 * tarfile.BLOCKSIZE
+    return b"\0" * (2 * tarfile.BLOCKSIZE + (-end) % tarfile.RECORDSIZE)
+
+
 def split_key(name: str) -> tuple[str, str]:
     """webdataset convention: `dir/key.ext.ext` -> (`dir/key`, `ext.ext`): the key ends at
     the first dot of the basename."""

@@ -12,13 +12,12 @@ import errno
 import hashlib
 import logging
 import os
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 
 from schemas import ShardRecord
 from shards import store
-from shards.tar import tar_member
+from shards.tar import end_of_archive, member_bytes
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ class ShardWriter:
     staging_dir: str | None = None
     records: list[ShardRecord] = field(default_factory=list)
     _part: int = 0
-    _tar: tarfile.TarFile | None = None
+    _tar: bool | None = None  # a shard is open
     _fh: object = None
     _hash: object = None
     _path: str = ""
@@ -58,9 +57,10 @@ class ShardWriter:
         if self._tar is None:
             self._open()
         # members in a fixed order: json last so a reader sees the payload first
-        for ext in sorted(sample.files, key=lambda e: (e == "json", e)):
-            info, data = tar_member(f"{sample.key}.{ext}", sample.files[ext])
-            self._tar.addfile(info, data)
+        blob = b"".join(
+            member_bytes(f"{sample.key}.{ext}", sample.files[ext]) for ext in sorted(sample.files, key=lambda e: (e == "json", e))
+        )
+        self._hash.write(blob)
         self._count += 1
         self._bytes += size
         self._tasks[sample.task] = self._tasks.get(sample.task, 0) + 1
@@ -93,12 +93,12 @@ class ShardWriter:
         fd, self._path = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=staging)
         self._fh = os.fdopen(fd, "wb")
         self._hash = _HashingWriter(self._fh)
-        self._tar = tarfile.open(fileobj=self._hash, mode="w", format=tarfile.USTAR_FORMAT)
+        self._tar = True
         self._count, self._bytes, self._tasks, self._first, self._last = 0, 0, {}, "", ""
 
     def _finish(self) -> None:
         assert self._tar is not None
-        self._tar.close()  # writes the end-of-archive blocks; leaves our file open
+        self._hash.write(end_of_archive(self._hash.bytes))
         self._tar = None
         self._fh.flush()
         os.fsync(self._fh.fileno())

@@ -92,7 +92,7 @@ def test_sigkill_at_random_points_then_rerun_equals_the_uninterrupted_build(droi
         p = _spawn(droid_input, out, BUILD, _env(), tmp_path)
         # a random moment inside the run: after some more groups committed, plus a jitter
         target = min(groups - 1, _local_ledger(out) + rng.randint(0, 1))
-        _wait_for(lambda: _local_ledger(out) >= target or p.poll() is not None, what="progress")
+        _wait_for(lambda t=target, p=p: _local_ledger(out) >= t or p.poll() is not None, what="progress")
         time.sleep(rng.uniform(0.0, 0.15))
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
