@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from pipelines import __version__
 
@@ -47,7 +48,7 @@ def main(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -79,7 +80,7 @@ def sample(
         generate(format, episodes, out, seed=seed, frames=frames)
     except ValueError as e:
         _fail(str(e))
-    console.print(f"wrote {episodes} {format} episodes to {out} (ground truth: {out / 'ground_truth.json'})")
+    console.print(escape(f"wrote {episodes} {format} episodes to {out} (ground truth: {out / 'ground_truth.json'})"))
 
 
 @app.command()
@@ -114,7 +115,7 @@ def ls_episodes(
                 break
             if isinstance(ep, EpisodeFailure):
                 bad += 1
-                console.print(f"[yellow]skipped[/yellow] {ep.episode_id}: {ep.error}")
+                console.print(f"[yellow]skipped[/yellow] {escape(ep.episode_id)}: {escape(str(ep.error))}")
                 continue
             n += 1
             subs = [{"text": s.text, "start": s.start, "end": s.end} for s in ep.subtasks]
@@ -202,11 +203,11 @@ def build(
         _fail(str(e), e.exit_code)
     except (StoreError, BotoCoreError, ClientError) as e:
         _fail(f"object store error: {e}\nrerun the same command when the store is back; committed work is kept", 3)
-    console.print(result.summary)
+    console.print(escape(result.summary))
     if result.report.get("quality"):
-        console.print(f"quality: {json.dumps(result.report['quality'])}")
+        console.print(escape(f"quality: {json.dumps(result.report['quality'])}"))
     if not result.already_complete:
-        console.print(f"look at: {output}/manifest.json, {output}/report.json, {output}/errors.parquet")
+        console.print(escape(f"look at: {output}/manifest.json, {output}/report.html, {output}/errors.parquet"))
     raise typer.Exit(result.exit_code)
 
 
@@ -233,9 +234,9 @@ def validate(
     if as_json:
         typer.echo(json.dumps(res))
     else:
-        console.print(f"{res['samples']} samples in {res['shards']} shards; tasks: {res['tasks']}")
+        console.print(escape(f"{res['samples']} samples in {res['shards']} shards; tasks: {res['tasks']}"))
         for p in res["problems"][:50]:
-            console.print(f"[red]problem:[/red] {p}")
+            console.print(f"[red]problem:[/red] {escape(p)}")
         if len(res["problems"]) > 50:
             console.print(f"... and {len(res['problems']) - 50} more")
         console.print("[green]valid[/green]" if not res["problems"] else f"[red]{len(res['problems'])} problem(s)[/red]")
@@ -260,7 +261,7 @@ def export(
         res = export_gem_jsonl(uri, out, depth_name)
     except DatasetError as e:
         _fail(str(e), 1)
-    console.print(f"exported {res['samples']} samples to {out}/data.jsonl")
+    console.print(escape(f"exported {res['samples']} samples to {out}/data.jsonl"))
 
 
 @app.command()
@@ -326,7 +327,7 @@ def train(
     except (ValidationError, ValueError) as e:
         _fail(f"invalid training config {config}:\n{e}")
     res = run(cfg, data, out, max_steps=max_steps)
-    console.print(f"{'finished' if res['finished'] else 'stopped'} at step {res['global_step']}; losses in {out}/metrics.jsonl")
+    console.print(escape(f"{'finished' if res['finished'] else 'stopped'} at step {res['global_step']}; losses in {out}/metrics.jsonl"))
 
 
 @app.command("depth-sample")
@@ -352,7 +353,7 @@ def depth_sample(
               "images": [rgb], "depth": [np.ones(rgb.shape[:2], np.float32)], "depth_valid": [np.ones(rgb.shape[:2], bool)]}
     pred = model.sample_depth(collate([sample]), steps, cfg_scale, seed)
     out.write_bytes(render_depth_png(pred[0], rgb.shape[0], rgb.shape[1]))
-    console.print(f"wrote {out}")
+    console.print(escape(f"wrote {out}"))
 
 
 @app.command()
@@ -371,4 +372,4 @@ def preview(
         res = run(uri, out, n=n, task=task, seed=seed)
     except DatasetError as e:
         _fail(str(e), 1)
-    console.print(f"{res['cards']} cards ({res['errors']} error cards): open {res['out']}")
+    console.print(escape(f"{res['cards']} cards ({res['errors']} error cards): open {res['out']}"))

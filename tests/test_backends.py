@@ -293,3 +293,30 @@ def test_qwen3_offline_extracts_objects_on_gpu():
     out = ex.extract([t for t, _, _ in DROID_STYLE])
     acc = np.mean([o.object == obj for o, (_, obj, _) in zip(out, DROID_STYLE, strict=True)])
     assert acc > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").environ.get("COTRACKER_REPO"), reason="needs a co-tracker checkout in COTRACKER_REPO (not on PyPI)")
+def test_cotracker3_real_architecture_runs_through_the_adapter_on_cpu(tmp_path):
+    """Random weights in the real CoTracker3 offline model, loaded the way the adapter
+    loads real ones (torch.hub from the local checkout, then a local checkpoint)."""
+    import os
+    import sys
+
+    import torch
+
+    from pipelines.backends.cotracker3 import CoTracker3Tracker
+
+    repo = os.environ["COTRACKER_REPO"]
+    sys.path.insert(0, repo)
+    torch.manual_seed(0)
+    model = torch.hub.load(repo, "cotracker3_offline", source="local", pretrained=False)
+    torch.save(model.model.state_dict(), tmp_path / "random.pth")
+    tracker = CoTracker3Tracker(repo_dir=repo, checkpoint=str(tmp_path / "random.pth"), device="cpu")
+    tracker.setup()
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((96, 128, 3)) * 255).astype(np.uint8) for _ in range(6)]
+    q = np.array([[10.5, 20.5], [64.0, 48.0]], np.float32)
+    out = tracker.track(frames, q)
+    assert out.points.shape == (6, 2, 2) and out.visible.shape == (6, 2)
+    assert np.allclose(out.points[0], q, atol=1e-3)

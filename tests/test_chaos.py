@@ -167,13 +167,19 @@ def _validate_s3(uri, env):
     return json.loads(res.stdout)
 
 
-@pytest.mark.slow
-def test_s3_paused_mid_build_the_run_retries_and_completes(droid_input, reference, private_s3, tmp_path):
-    moto, env = private_s3
+def _start_s3_build(droid_input, env, tmp_path):
+    """A build to a fresh bucket, returned once its first group is committed."""
     _make_bucket(env)
     uri = "s3://chaos/gem4m"
     p = _spawn(droid_input, uri, BUILD, _env(**env), tmp_path)
     _wait_for(lambda: _s3_ledger(env) >= 1, what="a first committed group")
+    return uri, p
+
+
+@pytest.mark.slow
+def test_s3_paused_mid_build_the_run_retries_and_completes(droid_input, reference, private_s3, tmp_path):
+    moto, env = private_s3
+    uri, p = _start_s3_build(droid_input, env, tmp_path)
     os.kill(moto.proc.pid, signal.SIGSTOP)  # the server hangs: requests time out and are retried
     time.sleep(3.0)
     assert p.poll() is None, "the build was still running when the server stalled"
@@ -189,10 +195,7 @@ def test_s3_paused_mid_build_the_run_retries_and_completes(droid_input, referenc
 @pytest.mark.slow
 def test_s3_killed_and_restarted_mid_build_fails_clearly_then_a_rerun_completes(droid_input, reference, private_s3, tmp_path):
     moto, env = private_s3
-    _make_bucket(env)
-    uri = "s3://chaos/gem4m"
-    p = _spawn(droid_input, uri, BUILD, _env(**env), tmp_path)
-    _wait_for(lambda: _s3_ledger(env) >= 1, what="a first committed group")
+    uri, p = _start_s3_build(droid_input, env, tmp_path)
     moto.stop()
     time.sleep(1.0)
     moto.start()  # an in-memory server: it comes back empty, like a wiped bucket

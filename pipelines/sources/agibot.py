@@ -16,6 +16,7 @@ from pipelines.sources.base import (
     Partition,
     Segment,
     SourceError,
+    guarded_episodes,
 )
 from shards import store
 
@@ -51,16 +52,10 @@ class AgiBotReader:
         info_uri, wanted = partition.options
         task = re.search(r"task_(\w+)\.json$", info_uri).group(1)
         entries = {e["episode_id"]: e for e in self._info(info_uri)}
-        for n, episode_id in enumerate(wanted):
-            if limit is not None and n >= limit:
-                return
-            eid = f"{task}-{episode_id}"
-            try:
-                yield self._episode(partition.uri, task, entries[episode_id], eid, info_uri)
-            except SourceError as e:
-                yield EpisodeFailure(eid, e)
-            except (OSError, store.StoreError) as e:
-                yield EpisodeFailure(eid, SourceError(str(e), file=info_uri, episode=eid, field="file", category="io_error"))
+        items = [(f"{task}-{episode_id}", entries[episode_id]) for episode_id in wanted]
+        yield from guarded_episodes(
+            items, limit, lambda it: self._episode(partition.uri, task, it[1], it[0], info_uri), lambda it: info_uri
+        )
 
     def _episode(self, root: str, task: str, entry: dict, eid: str, info_uri: str) -> Episode:
         obs = store.join(root, "observations", task, str(entry["episode_id"]))

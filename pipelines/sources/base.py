@@ -215,6 +215,23 @@ class EpisodeFailure:
     error: SourceError
 
 
+def guarded_episodes(items, limit: int | None, build, file_of) -> Iterator[Episode | EpisodeFailure]:
+    """`build(item) -> (episode_id, Episode)` for each item, a bad one reported in place
+    (a SourceError as itself, an I/O failure as `io_error`) so that reading goes on."""
+    from shards.store import StoreError
+
+    for n, item in enumerate(items):
+        if limit is not None and n >= limit:
+            return
+        eid = item[0]
+        try:
+            yield build(item)
+        except SourceError as e:
+            yield EpisodeFailure(eid, e)
+        except (OSError, StoreError) as e:
+            yield EpisodeFailure(eid, SourceError(str(e), file=file_of(item), episode=eid, field="file", category="io_error"))
+
+
 class Reader(Protocol):
     name: str
 

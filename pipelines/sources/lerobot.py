@@ -24,6 +24,7 @@ from pipelines.sources.base import (
     Partition,
     Segment,
     SourceError,
+    guarded_episodes,
 )
 from shards import store
 
@@ -101,16 +102,10 @@ class LeRobotReader:
         wanted = set(partition.options[0])
         rows = [r for r in self._episodes(root, meta) if r["episode_index"] in wanted]
         data_cache: dict[str, object] = {}
-        for n, row in enumerate(rows):
-            if limit is not None and n >= limit:
-                return
-            eid = f"episode_{row['episode_index']:06d}"
-            try:
-                yield self._episode(root, meta, info, tasks, row, eid, data_cache)
-            except SourceError as e:
-                yield EpisodeFailure(eid, e)
-            except (OSError, store.StoreError) as e:
-                yield EpisodeFailure(eid, SourceError(str(e), file=root, episode=eid, field="file", category="io_error"))
+        items = [(f"episode_{r['episode_index']:06d}", r) for r in rows]
+        yield from guarded_episodes(
+            items, limit, lambda it: self._episode(root, meta, info, tasks, it[1], it[0], data_cache), lambda it: root
+        )
 
     def _episode(self, root, meta, info, tasks, row, eid, data_cache) -> Episode:
         ep = row["episode_index"]

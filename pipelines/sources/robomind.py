@@ -19,6 +19,7 @@ from pipelines.sources.base import (
     Partition,
     Segment,
     SourceError,
+    guarded_episodes,
 )
 from shards import store
 
@@ -62,16 +63,8 @@ class RoboMINDReader:
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Episode | EpisodeFailure]:
         root = partition.uri.rstrip("/")
         notes = self._annotations(root)
-        for n, f in enumerate(partition.options):
-            if limit is not None and n >= limit:
-                return
-            rel = f[len(root) + 1 :].rsplit("/trajectory.hdf5", 1)[0]
-            try:
-                yield self._episode(f, rel, notes.get(rel))
-            except SourceError as e:
-                yield EpisodeFailure(rel, e)
-            except (OSError, store.StoreError) as e:
-                yield EpisodeFailure(rel, SourceError(str(e), file=f, episode=rel, field="file", category="io_error"))
+        items = [(f[len(root) + 1 :].rsplit("/trajectory.hdf5", 1)[0], f) for f in partition.options]
+        yield from guarded_episodes(items, limit, lambda it: self._episode(it[1], it[0], notes.get(it[0])), lambda it: it[1])
 
     def _episode(self, file: str, eid: str, note: dict | None) -> Episode:
         import h5py
