@@ -31,8 +31,10 @@ chromium:
 demo: install
 	$(BIN)/gem-data build --source droid --output out/demo
 	@echo
-	@echo "Look at out/demo/manifest.json (the dataset), out/demo/report.json (counts, quality, throughput),"
-	@echo "out/demo/shards/*.tar (webdataset shards).  Check it: $(BIN)/gem-data validate out/demo"
+	@echo "Look at out/demo/report.html (counts, quality against ground truth, throughput, distributions),"
+	@echo "out/demo/manifest.json (the dataset's commit point) and out/demo/shards/*.tar (webdataset shards)."
+	@echo "See samples: $(BIN)/gem-data preview out/demo --out out/demo-preview && open out/demo-preview/index.html"
+	@echo "Check it:    $(BIN)/gem-data validate out/demo"
 
 test: install chromium
 	$(BIN)/python -m pytest -q

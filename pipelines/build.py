@@ -279,7 +279,7 @@ class GroupCommitter:
 
     def __call__(self, result: GroupResult) -> None:
         writer = ShardWriter(self.out, f"{result.group:05d}", self.cfg.shards.max_samples, self.cfg.shards.max_bytes)
-        errors, quality, index, stats = [], [], [], []
+        errors, quality, stats = [], [], []
         units = failed = filtered = 0
         try:
             for item in result.items:
@@ -299,14 +299,13 @@ class GroupCommitter:
                 quality.append({"kind": item["kind"], **item.get("quality", {})})
                 stats.append(item.get("stats", {}))
                 for key, task, files in item["samples"]:
-                    writer.write(SampleFiles(key, task, files))
-                    index.append((key, task, item["episode_id"], writer.part))
+                    writer.write(SampleFiles(key, task, files, {"episode_id": item["episode_id"]}))
             records = writer.close()
         except BaseException:
             writer.abort()
             raise
-        for part, rec in enumerate(records):
-            _write_sidecars(self.out, rec, [r for r in index if r[3] == part])
+        for rec in records:
+            _write_stats(self.out, rec)
         entry = {
             "config_hash": self.chash,
             "group": result.group,
@@ -321,21 +320,12 @@ class GroupCommitter:
         store.write_bytes(store.join(self.out, LEDGER, f"{result.group:06d}.json"), json.dumps(entry, sort_keys=True).encode())
 
 
-def _write_sidecars(out: str, rec: ShardRecord, rows: list[tuple]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def _write_stats(out: str, rec: ShardRecord) -> None:
+    """The per-shard stats sidecar (the writer already wrote the shard's parquet index)."""
     base = rec.url[: -len(".tar")]
-    stats = {"url": rec.url, "samples": rec.samples, "bytes": rec.bytes, "sha256": rec.sha256, "tasks": rec.tasks}
+    stats = {"url": rec.url, "samples": rec.samples, "bytes": rec.bytes, "sha256": rec.sha256, "tasks": rec.tasks,
+             "first_key": rec.first_key, "last_key": rec.last_key}
     store.write_bytes(store.join(out, f"{base}.stats.json"), json.dumps(stats, sort_keys=True, indent=1).encode())
-    table = pa.table({
-        "key": [r[0] for r in rows],
-        "task": [r[1] for r in rows],
-        "episode_id": [r[2] for r in rows],
-    })
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    store.write_bytes(store.join(out, f"{base}.index.parquet"), buf.getvalue())
 
 
 HIST_BINS = {"point_x": (0, 1, 20), "point_y": (0, 1, 20), "box_side": (0, 0.5, 20), "depth_median_m": (0, 4, 20)}

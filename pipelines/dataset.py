@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -98,6 +99,13 @@ def validate(root: str, deep: bool = True) -> dict:
         except (OSError, store.StoreError) as e:
             problems.append(f"{shard.url}: cannot read: {e}")
             continue
+        if shard.index_url:
+            try:
+                idx = store.read_bytes(store.join(root, shard.index_url))
+                if hashlib.sha256(idx).hexdigest() != shard.index_sha256:
+                    problems.append(f"{shard.index_url}: sha256 differs from the manifest's")
+            except (OSError, store.StoreError) as e:
+                problems.append(f"{shard.index_url}: cannot read: {e}")
         if got.get("sha256") != shard.sha256:
             problems.append(f"{shard.url}: sha256 {got.get('sha256', '?')[:12]}... differs from the manifest's {shard.sha256[:12]}...")
         if got.get("bytes") != shard.bytes:

@@ -16,6 +16,8 @@ class ShardRecord(BaseModel):
     tasks: dict[str, int] = Field(default_factory=dict)
     first_key: str = ""
     last_key: str = ""
+    index_url: str = Field(default="", description="per-shard index: byte offsets of every sample and member")
+    index_sha256: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
 
 
 class Manifest(BaseModel):

@@ -31,12 +31,39 @@ import numpy as np
 from schemas import Manifest
 from shards import store
 from shards.dataset import load_manifest
-from shards.tar import UnsafeShardError, iter_samples
+from shards.tar import MAX_MEMBER_BYTES, UnsafeShardError, iter_samples
 
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_PIXELS = 4096 * 4096
 SAFE_DECODERS = ("jpg", "jpeg", "png", "depth.png", "json", "txt", "npy")
+
+
+READ_WINDOW = 16 << 20  # bytes per ranged read of an indexed shard
+READ_AHEAD = 4  # ranged reads in flight
+
+
+def load_index(root: str, rec) -> tuple[list[int], list[int], list[str], list[list[tuple[str, int, int]]]]:
+    """A shard's index (verified against the manifest's sha256): starts, ends, keys, members."""
+    import pyarrow.parquet as pq
+
+    uri = store.join(root, rec.index_url)
+    data = store.read_bytes(uri)
+    if hashlib.sha256(data).hexdigest() != rec.index_sha256:
+        raise UnsafeShardError(f"{uri}: sha256 differs from the manifest; refusing to use it")
+    t = pq.read_table(io.BytesIO(data), columns=["key", "start", "end", "members"])
+    if t.num_rows != rec.samples:
+        raise UnsafeShardError(f"{uri}: {t.num_rows} rows for {rec.samples} samples")
+    members = []
+    for row in t["members"].to_pylist():
+        ms = []
+        for m in row:
+            ext, size = m["ext"], m["size"]
+            if "/" in ext or ext.startswith(".") or not 0 <= size <= MAX_MEMBER_BYTES:
+                raise UnsafeShardError(f"{uri}: bad member {ext!r} of {size} bytes in the index")
+            ms.append((ext, m["offset"], size))
+        members.append(ms)
+    return t["start"].to_pylist(), t["end"].to_pylist(), t["key"].to_pylist(), members
 
 
 @dataclass(frozen=True)
@@ -197,15 +224,86 @@ class ShardStream:
 
     def _raw(self, spans: list[Span]) -> Iterator[dict]:
         cache = ShardCache(self.cache_dir, self.cache_limit_bytes) if self.cache_dir else None
-        for span in spans:
-            rec = self.manifest.shards[span.shard]
+        recs = [self.manifest.shards[sp.shard] for sp in spans]
+        if store.is_s3(self.root) and not cache and all(r.index_url and r.index_sha256 for r in recs):
+            yield from self._indexed_ahead(spans)
+            return
+        for span, rec in zip(spans, recs, strict=True):
             uri = cache.path(self.root, rec.url, rec.sha256) if (cache and store.is_s3(self.root)) else store.join(self.root, rec.url)
+            if rec.index_url and rec.index_sha256:
+                yield from self._indexed(rec, span, uri)
+                continue
+            # no index (a dataset from elsewhere): parse the tar from its start
             with store.open_read(uri, prefetch=True) as fh:
                 for i, raw in enumerate(iter_samples(fh, uri)):
                     if i >= span.stop:
                         break
                     if i >= span.start:
                         yield raw
+
+    def _windows(self, rec, span: Span, index) -> list[tuple[int, int]]:
+        """Consecutive sample ranges [i, j) of a span, each at most READ_WINDOW bytes."""
+        starts, ends, _, _ = index
+        out, i = [], span.start
+        while i < span.stop:
+            j = i + 1
+            while j < span.stop and ends[j] - starts[i] <= READ_WINDOW:
+                j += 1
+            out.append((i, j))
+            i = j
+        return out
+
+    def _indexed_ahead(self, spans: list[Span]) -> Iterator[dict]:
+        """Indexed reads with read-ahead: indexes and the next windows are fetched on a
+        small thread pool while the current window is sliced (I/O overlaps with work)."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=READ_AHEAD) as pool:
+            indexes = [pool.submit(load_index, self.root, self.manifest.shards[sp.shard]) for sp in spans]
+
+            def jobs():
+                for sp, fut in zip(spans, indexes, strict=True):
+                    rec = self.manifest.shards[sp.shard]
+                    index = fut.result()
+                    uri = store.join(self.root, rec.url)
+                    for i, j in self._windows(rec, sp, index):
+                        a, b = index[0][i], index[1][j - 1]
+                        yield uri, index, i, j, a, b, pool.submit(store.read_bytes, uri, a, b)
+
+            queue: deque = deque()
+            it = jobs()
+            for job in it:
+                queue.append(job)
+                if len(queue) >= READ_AHEAD:
+                    break
+            while queue:
+                uri, index, i, j, a, b, fut = queue.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    queue.append(nxt)
+                yield from _slice(uri, index, i, j, a, b, fut.result())
+
+    def _indexed(self, rec, span: Span, uri: str) -> Iterator[dict]:
+        """Samples of a span by the shard's index: one ranged read per window of samples,
+        members sliced at their recorded offsets (no tar parsing, no reading skipped bytes)."""
+        index = load_index(self.root, rec)
+        for i, j in self._windows(rec, span, index):
+            a, b = index[0][i], index[1][j - 1]
+            yield from _slice(uri, index, i, j, a, b, store.read_bytes(uri, a, b))
+
+
+def _slice(uri: str, index, i: int, j: int, a: int, b: int, blob: bytes) -> Iterator[dict]:
+    """Samples i..j-1 cut out of the bytes [a, b) of a shard."""
+    _, _, keys, members = index
+    if len(blob) != b - a:
+        raise UnsafeShardError(f"{uri}: {len(blob)} bytes at offset {a}, the index says {b - a} (truncated shard?)")
+    view = memoryview(blob)
+    for k in range(i, j):
+        sample = {"__key__": keys[k], "__shard__": uri}
+        for ext, off, size in members[k]:
+            sample[ext] = bytes(view[off - a : off - a + size])
+        yield sample
 
 
 def _torch_dataset_base():

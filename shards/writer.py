@@ -24,11 +24,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SampleFiles:
-    """One sample: its key, its task and the files by member suffix (`jpg`, `json`, ...)."""
+    """One sample: its key, its task and the files by member suffix (`jpg`, `json`, ...).
+    `columns`: extra per-sample values for the shard's index (e.g. episode_id)."""
 
     key: str
     task: str
     files: dict[str, bytes]
+    columns: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ShardWriter:
     _tasks: dict[str, int] = field(default_factory=dict)
     _first: str = ""
     _last: str = ""
+    _rows: list = field(default_factory=list)
 
     def write(self, sample: SampleFiles) -> None:
         size = sum(len(v) for v in sample.files.values()) + 512 * (len(sample.files) + 1)
@@ -57,10 +60,15 @@ class ShardWriter:
         if self._tar is None:
             self._open()
         # members in a fixed order: json last so a reader sees the payload first
-        blob = b"".join(
-            member_bytes(f"{sample.key}.{ext}", sample.files[ext]) for ext in sorted(sample.files, key=lambda e: (e == "json", e))
-        )
-        self._hash.write(blob)
+        start = self._hash.bytes
+        parts, members, offset = [], [], start
+        for ext in sorted(sample.files, key=lambda e: (e == "json", e)):
+            member = member_bytes(f"{sample.key}.{ext}", sample.files[ext])
+            members.append({"ext": ext, "offset": offset + 512, "size": len(sample.files[ext])})
+            parts.append(member)
+            offset += len(member)
+        self._hash.write(b"".join(parts))
+        self._rows.append({"key": sample.key, "task": sample.task, "start": start, "end": offset, "members": members, **sample.columns})
         self._count += 1
         self._bytes += size
         self._tasks[sample.task] = self._tasks.get(sample.task, 0) + 1
@@ -95,6 +103,7 @@ class ShardWriter:
         self._hash = _HashingWriter(self._fh)
         self._tar = True
         self._count, self._bytes, self._tasks, self._first, self._last = 0, 0, {}, "", ""
+        self._rows = []
 
     def _finish(self) -> None:
         assert self._tar is not None
@@ -110,13 +119,39 @@ class ShardWriter:
         finally:
             if os.path.exists(self._path):
                 os.unlink(self._path)
+        index_rel = rel[: -len(".tar")] + ".index.parquet"
+        index = index_bytes(self._rows)
+        store.write_bytes(store.join(self.root, index_rel), index)
         self.records.append(
             ShardRecord(
                 url=rel, samples=self._count, bytes=self._hash.bytes, sha256=self._hash.sha.hexdigest(),
                 tasks=dict(sorted(self._tasks.items())), first_key=self._first, last_key=self._last,
+                index_url=index_rel, index_sha256=hashlib.sha256(index).hexdigest(),
             )
         )
         self._part += 1
+
+
+def index_bytes(rows: list[dict]) -> bytes:
+    """The shard's index as parquet: key, task, byte range and members of every sample."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    member = pa.struct([("ext", pa.string()), ("offset", pa.int64()), ("size", pa.int64())])
+    extra = sorted({k for r in rows for k in r} - {"key", "task", "start", "end", "members"})
+    table = pa.table({
+        "key": pa.array([r["key"] for r in rows], pa.string()),
+        "task": pa.array([r["task"] for r in rows], pa.string()),
+        "start": pa.array([r["start"] for r in rows], pa.int64()),
+        "end": pa.array([r["end"] for r in rows], pa.int64()),
+        "members": pa.array([r["members"] for r in rows], pa.list_(member)),
+        **{k: pa.array([str(r.get(k, "")) for r in rows], pa.string()) for k in extra},
+    })
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
 
 
 class _HashingWriter:

@@ -121,6 +121,36 @@ def test_resume_mid_epoch_equals_the_uninterrupted_tail(tmp_path, workers):
     assert sum(len(b) for b in full) == 45
 
 
+def test_indexed_and_parsed_reads_give_the_same_samples(tmp_path):
+    """The index path (ranged reads, sliced members) and the tar-parsing path agree."""
+    import json
+
+    from schemas import Manifest
+
+    root = str(tmp_path / "ds")
+    m = make_dataset(root, 23, per_shard=6)
+    assert all(s.index_url and s.index_sha256 for s in m.shards)
+    indexed = list(ShardStream(root, decode=False, shuffle_buffer=1, seed=2).iter_worker())
+    bare = Manifest.model_validate({**m.model_dump(), "shards": [{**s.model_dump(), "index_url": "", "index_sha256": ""} for s in m.shards]})
+    (tmp_path / "ds" / "manifest.json").write_text(bare.model_dump_json())
+    parsed = list(ShardStream(root, decode=False, shuffle_buffer=1, seed=2).iter_worker())
+    strip = [{k: v for k, v in d.items() if not k.startswith("__") or k == "__key__"} for d in indexed]
+    assert strip == [{k: v for k, v in d.items() if not k.startswith("__") or k == "__key__"} for d in parsed]
+    assert json.loads(indexed[0]["json"])["key"] == indexed[0]["__key__"]
+
+
+def test_a_tampered_index_is_refused(tmp_path):
+    root = str(tmp_path / "ds")
+    m = make_dataset(root, 8, per_shard=4)
+    idx = tmp_path / "ds" / m.shards[0].index_url
+    idx.write_bytes(idx.read_bytes() + b"x")
+    with pytest.raises(UnsafeShardError, match="sha256 differs"):
+        list(ShardStream(root, decode=False).iter_worker())
+    from pipelines.dataset import validate
+
+    assert any("index.parquet: sha256 differs" in p for p in validate(root)["problems"])
+
+
 def _tar(members) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
@@ -227,7 +257,7 @@ def test_a_writer_killed_mid_shard_leaves_nothing_listed_and_a_rerun_completes(t
     # no manifest: nothing is committed; the first shard exists whole, the second not at all
     assert not store.exists(f"{root}/manifest.json")
     objs = store.list_files(root)
-    assert objs == [f"{root}/shards/00000-0000.tar"]
+    assert objs == [f"{root}/shards/00000-0000.index.parquet", f"{root}/shards/00000-0000.tar"]
     m = make_dataset(root, 12, per_shard=5)
     assert [s.samples for s in m.shards] == [5, 5, 2]
     from pipelines.dataset import validate
