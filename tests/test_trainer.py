@@ -141,3 +141,15 @@ def test_cli_train_and_depth_sample(dataset, tmp_path):
     bad.write_text(yaml.safe_dump({**cfg, "lambda_fm": -1}))
     res = CliRunner().invoke(app, ["train", "--config", str(bad), "--data", dataset, "--out", str(tmp_path / "r2")])
     assert res.exit_code == 2 and "lambda_fm" in res.output
+
+
+@pytest.mark.gpu
+def test_a_real_qwen3_vl_checkpoint_trains_through_its_processor(dataset, tmp_path):
+    """Needs a local Qwen3-VL checkpoint in QWEN3_VL_PATH (and torchvision for its processor)."""
+    import os
+
+    cfg = load_config(CONFIG)
+    cfg.backbone = cfg.backbone.model_copy(update={"tiny": None, "model": os.environ["QWEN3_VL_PATH"], "dtype": "bfloat16"})
+    cfg.stages = [s.model_copy(update={"steps": 2}) for s in cfg.stages]
+    res = train(cfg, dataset, tmp_path)
+    assert res["finished"]

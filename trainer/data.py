@@ -110,3 +110,60 @@ class Collator:
             depth_mask=torch.from_numpy(np.stack(masks))[:, None],
             keys=[s["__key__"] for s in samples],
         )
+
+
+class ProcessorCollator(Collator):
+    """For a real Qwen3-VL checkpoint: tokenised by the model's own processor (its chat
+    template and image processor; the processor needs torchvision, present on GPU images).
+    Labels keep the assistant answer only, as in the tiny path."""
+
+    def __init__(self, processor, image_token_id: int, res: int, max_answer_tokens: int):
+        self.processor = processor
+        self.image_token_id = image_token_id
+        self.res = res
+        self.max_answer = max_answer_tokens
+        self.pad = processor.tokenizer.pad_token_id
+
+    def __call__(self, samples: list[dict]) -> Batch:
+        from PIL import Image
+
+        prompts, fulls, images, depths, masks = [], [], [], [], []
+        for s in samples:
+            conv = s["conversations"]
+            human = next(t["value"] for t in conv if t["from"] == "human")
+            answer = self.processor.tokenizer.decode(
+                self.processor.tokenizer(next(t["value"] for t in conv if t["from"] == "gpt"), add_special_tokens=False)["input_ids"][: self.max_answer]
+            )
+            content = []
+            for k, part in enumerate(human.split("<image>")):
+                if k:
+                    content.append({"type": "image"})
+                if part.strip():
+                    content.append({"type": "text", "text": part.strip()})
+            user = [{"role": "user", "content": content}]
+            prompts.append(self.processor.apply_chat_template(user, tokenize=False, add_generation_prompt=True))
+            fulls.append(self.processor.apply_chat_template(
+                user + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False
+            ))
+            images.append(Image.fromarray(s["images"][0]))
+            d, m = depth_target(s["depth"][0], s["depth_valid"][0], self.res)
+            depths.append(d)
+            masks.append(m)
+        enc = self.processor(text=fulls, images=images, return_tensors="pt", padding=True)
+        prompt_lens = [len(x) for x in self.processor(text=prompts, images=images, padding=False)["input_ids"]]
+        labels = enc["input_ids"].clone()
+        labels[enc["attention_mask"] == 0] = -100
+        for i, n in enumerate(prompt_lens):
+            labels[i, :n] = -100  # cross-entropy on the answer only
+        ids = enc["input_ids"]
+        return Batch(
+            input_ids=ids,
+            attention_mask=enc["attention_mask"],
+            labels=labels,
+            mm_token_type_ids=enc.get("mm_token_type_ids", (ids == self.image_token_id).long()),
+            pixel_values=enc["pixel_values"],
+            image_grid_thw=enc["image_grid_thw"],
+            depth=torch.from_numpy(np.stack(depths))[:, None],
+            depth_mask=torch.from_numpy(np.stack(masks))[:, None],
+            keys=[s["__key__"] for s in samples],
+        )

@@ -50,11 +50,16 @@ def corpus_texts(data: str, limit: int = 4000) -> list[str]:
 def build(cfg: TrainConfig, data: str, out: Path):
     """Tokenizer, model and collator (the tokenizer is trained once and kept in `out`)."""
     if cfg.backbone.model:
-        from transformers import AutoTokenizer
+        from transformers import AutoProcessor
 
-        tok = AutoTokenizer.from_pretrained(cfg.backbone.model)
-        backbone = build_backbone(cfg, len(tok), {})
+        from trainer.data import ProcessorCollator
+
+        processor = AutoProcessor.from_pretrained(cfg.backbone.model)
+        backbone = build_backbone(cfg, len(processor.tokenizer), {})
         image_token_id = backbone.config.image_token_id
+        torch.manual_seed(cfg.seed + 1)
+        model = GEM(cfg, backbone, image_token_id)
+        return processor.tokenizer, model, ProcessorCollator(processor, image_token_id, cfg.head.resolution, cfg.data.max_answer_tokens)
     else:
         path = out / "tokenizer.json"
         tok = load_bpe(path) if path.exists() else train_bpe(corpus_texts(data), cfg.vocab_size, path)
