@@ -32,7 +32,7 @@ from shards.writer import SampleFiles, ShardWriter  # noqa: E402
 
 N_SAMPLES = 6000
 PER_SHARD = 500
-REPEATS = 3
+REPEATS = 5
 
 
 def make_samples(n: int) -> list[SampleFiles]:

@@ -55,12 +55,6 @@ class Metrics:
         return {"read": self.read, "stages": {k: v.as_dict() for k, v in self.stages.items()}}
 
 
-def metrics_actor_class():
-    import ray
-
-    return ray.remote(num_cpus=0)(Metrics)
-
-
 class PrometheusExporter:
     """Serves per-stage throughput, queue depth, busy actors and errors on `port`."""
 

@@ -265,8 +265,14 @@ class ShardStream:
             def jobs():
                 for sp, fut in zip(spans, indexes, strict=True):
                     rec = self.manifest.shards[sp.shard]
-                    index = fut.result()
                     uri = store.join(self.root, rec.url)
+                    if sp.start == 0 and sp.stop == rec.samples and rec.bytes <= READ_WINDOW:
+                        # a whole small shard: fetch it alongside its index, not after it
+                        whole = pool.submit(store.read_bytes, uri)
+                        index = fut.result()
+                        yield uri, index, 0, rec.samples, 0, rec.bytes, whole
+                        continue
+                    index = fut.result()
                     for i, j in self._windows(rec, sp, index):
                         a, b = index[0][i], index[1][j - 1]
                         yield uri, index, i, j, a, b, pool.submit(store.read_bytes, uri, a, b)
@@ -294,9 +300,10 @@ class ShardStream:
 
 
 def _slice(uri: str, index, i: int, j: int, a: int, b: int, blob: bytes) -> Iterator[dict]:
-    """Samples i..j-1 cut out of the bytes [a, b) of a shard."""
+    """Samples i..j-1 cut out of the bytes [a, b) of a shard (b may include the tar's
+    end-of-archive padding when the whole shard was read)."""
     _, _, keys, members = index
-    if len(blob) != b - a:
+    if len(blob) != b - a or (j > i and index[1][j - 1] > b):
         raise UnsafeShardError(f"{uri}: {len(blob)} bytes at offset {a}, the index says {b - a} (truncated shard?)")
     view = memoryview(blob)
     for k in range(i, j):

@@ -372,14 +372,6 @@ def abort_stale_uploads(prefix: str) -> int:
     return n
 
 
-def delete(uri: str) -> None:
-    if is_s3(uri):
-        bucket, key = split_s3(uri)
-        retry(lambda: s3_client().delete_object(Bucket=bucket, Key=key), f"DELETE {uri}")
-    elif os.path.exists(uri):
-        os.unlink(uri)
-
-
 def remove_stale_temps(root: str) -> int:
     """Delete `.name.*.tmp` files a killed local writer left behind."""
     if is_s3(root) or not os.path.isdir(root):

@@ -25,12 +25,31 @@ def tar_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
     return info, io.BytesIO(data)
 
 
+_HEAD_FIXED = b"0000644\x000000000\x000000000\x00"  # mode, uid, gid
+_MTIME = b"00000000000\x00"
+# typeflag, linkname, magic+version, uname+gname, devmajor+devminor (NUL for regular
+# files, as tarfile writes them), prefix, padding to 512
+_TAIL = b"0" + b"\0" * 100 + b"ustar\x0000" + b"\0" * 64 + b"\0" * 16 + b"\0" * 155 + b"\0" * 12
+
+
+def ustar_header(name: str, size: int) -> bytes:
+    """The ustar header `tarfile` writes for `tar_member(name, ...)`, built directly."""
+    raw = name.encode("utf-8")
+    if len(raw) > 100:
+        # a long name: a PAX `path` record first (what tarfile writes; readers know it)
+        info, _ = tar_member(name, b"")
+        info.size = size
+        return info.tobuf(format=tarfile.PAX_FORMAT)
+    head = raw + b"\0" * (100 - len(raw)) + _HEAD_FIXED + b"%011o\x00" % size + _MTIME
+    chk = sum(head) + 8 * 32 + sum(_TAIL)
+    return head + b"%06o\x00 " % chk + _TAIL
+
+
 def member_bytes(name: str, data: bytes) -> bytes:
     """One ustar member (header, data, zero padding to 512 bytes), with the fixed metadata
-    of `tar_member`: the same as `tarfile.addfile` writes, without its per-call overhead."""
-    info, _ = tar_member(name, data)
+    of `tar_member`: the bytes `tarfile.addfile` writes, without its per-call overhead."""
     pad = (-len(data)) % tarfile.BLOCKSIZE
-    return info.tobuf(format=tarfile.USTAR_FORMAT) + data + b"\0" * pad
+    return ustar_header(name, len(data)) + data + b"\0" * pad
 
 
 def end_of_archive(written: int) -> bytes:

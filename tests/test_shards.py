@@ -263,3 +263,39 @@ def test_a_writer_killed_mid_shard_leaves_nothing_listed_and_a_rerun_completes(t
     from pipelines.dataset import validate
 
     assert validate(root)["problems"] == []
+
+
+def test_direct_ustar_headers_equal_tarfiles():
+    import tarfile
+
+    from shards.tar import tar_member, ustar_header
+
+    for name, size in [("a.jpg", 0), ("droid_x_g00012_a65e5feb_point.depth.png", 123456), ("x" * 98 + ".j", 5)]:
+        info, _ = tar_member(name, b"")
+        info.size = size
+        assert ustar_header(name, size) == info.tobuf(format=tarfile.USTAR_FORMAT)
+    long = "y" * 120 + ".json"
+    info, _ = tar_member(long, b"")
+    info.size = 9
+    assert ustar_header(long, 9) == info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def test_long_keys_round_trip(tmp_path):
+    """RoboMIND-style keys pass 100 bytes: PAX headers carry them, both readers agree."""
+    import tarfile
+
+    from shards.tar import iter_samples
+
+    key = "robomind_h5_franka_1rgb-place_objects-success_episodes-train-2026_11_24-10_00_00-data_p000_a65e5feb_traj"
+    w = ShardWriter(str(tmp_path), "00000")
+    base = sample_files(1)
+    w.write(type(base)(key, base.task, base.files))
+    rec = w.close()[0]
+    path = tmp_path / rec.url
+    with tarfile.open(path) as tf:
+        assert sorted(m.name for m in tf) == sorted(f"{key}.{e}" for e in base.files)
+    with open(path, "rb") as fh:
+        (got,) = list(iter_samples(fh, str(path)))
+    assert got["__key__"] == key and got["jpg"] == base.files["jpg"]
+    m = make_dataset(str(tmp_path / "ds"), 1, 1)
+    assert m.samples == 1

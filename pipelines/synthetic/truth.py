@@ -50,10 +50,3 @@ def episode_truth(scene: EpisodeScene, cameras: dict[str, Camera], primary: str)
 def write_truth(out: Path, fmt: str, seed: int, episodes: dict[str, dict]) -> None:
     doc = {"format": fmt, "seed": seed, "episodes": episodes}
     (out / TRUTH_FILE).write_text(json.dumps(doc, sort_keys=True, indent=1))
-
-
-def load_truth(root: str | Path) -> dict | None:
-    p = Path(root) / TRUTH_FILE
-    if not p.exists():
-        return None
-    return json.loads(p.read_text())
