@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from pipelines.backends.protocols import DepthResult
+from pipelines.backends.protocols import DepthResult, package_version
 
 
 def kind_of(model_id: str) -> str:
@@ -61,7 +61,7 @@ class DepthAnything3:
         self._net = None
 
     def describe(self) -> dict:
-        return {"backend": self.name, "version": "depth-anything-3", "params": {"model": self.model, "process_res": self.process_res}}
+        return {"backend": self.name, "version": package_version("depth-anything-3"), "params": {"model": self.model, "process_res": self.process_res}}
 
     def setup(self) -> None:
         from depth_anything_3.api import DepthAnything3 as DA3

@@ -69,6 +69,17 @@ class DepthEstimator(Protocol):
     def estimate(self, images: list[np.ndarray]) -> list[DepthResult]: ...
 
 
+def package_version(dist: str) -> str:
+    """`dist-X.Y.Z` of an installed distribution, or `dist-?` where it is not installed
+    (the driver describes backends whose libraries live only on the GPU workers)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{dist}-{version(dist)}"
+    except PackageNotFoundError:
+        return f"{dist}-?"
+
+
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     ys, xs = np.nonzero(mask)
     if xs.size == 0:

@@ -12,7 +12,7 @@ import urllib.request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine import ItemError
-from pipelines.backends.protocols import ObjectPhrase
+from pipelines.backends.protocols import ObjectPhrase, package_version
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +90,9 @@ class Qwen3Extractor:
     def describe(self) -> dict:
         return {
             "backend": self.name,
-            "version": self._version(),
+            "version": package_version("vllm"),
             "params": {"model": self.model, "mode": "server" if self.server_url else "offline", "dtype": self.dtype},
         }
-
-    def _version(self) -> str:
-        try:
-            from importlib.metadata import version
-
-            return f"vllm-{version('vllm')}"
-        except Exception:  # noqa: BLE001
-            return "vllm-?"
 
     def setup(self) -> None:
         if self.server_url:

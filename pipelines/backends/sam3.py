@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.backends import rle
-from pipelines.backends.protocols import Detection, SegmentRequest
+from pipelines.backends.protocols import Detection, SegmentRequest, package_version
 
 
 def detections_from_outputs(masks, boxes, scores, threshold: float, max_instances: int) -> list[Detection]:
@@ -52,13 +52,7 @@ class Sam3Segmenter:
         self._processor = None
 
     def describe(self) -> dict:
-        try:
-            from importlib.metadata import version
-
-            v = f"sam3-{version('sam3')}"
-        except Exception:  # noqa: BLE001
-            v = "sam3-?"
-        return {"backend": self.name, "version": v, "params": {"score_threshold": self.score_threshold, "max_instances": self.max_instances}}
+        return {"backend": self.name, "version": package_version("sam3"), "params": {"score_threshold": self.score_threshold, "max_instances": self.max_instances}}
 
     def setup(self) -> None:
         if not self.checkpoint_path and not self.load_from_hf:
