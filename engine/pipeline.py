@@ -237,12 +237,13 @@ class Pipeline:
         for r in runners:
             r.ensure_setup()
         stats.startup_s = time.perf_counter() - t_setup
+        flush_at = max((r.stage.resources.batch_size for r in runners), default=1)
         for group, payload in todo:
             buf: list[dict] = []
             for item in _read_group(self.read_fn, group, payload):
                 buf.append(item)
                 metrics.record_read(1)
-                if len(buf) >= max(r.stage.resources.batch_size for r in runners) if runners else 1:
+                if len(buf) >= flush_at:
                     self._local_batch(buf, runners, collector, metrics, bar)
                     buf = []
             if buf:
