@@ -67,7 +67,7 @@ def schema(
 
 @app.command()
 def sample(
-    format: Annotated[str, typer.Option("--format", help="Source format to write: droid.")] = "droid",
+    format: Annotated[str, typer.Option("--format", help="Format to write: droid, lerobot (v3.0), lerobot-v21, agibot or robomind.")] = "droid",
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 10,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("sample"),
     seed: Annotated[int, typer.Option(help="Scene seed: the same seed gives byte-identical files.")] = 0,
