@@ -63,8 +63,11 @@ class ShardWriter:
         start = self._hash.bytes
         parts, members, offset = [], [], start
         for ext in sorted(sample.files, key=lambda e: (e == "json", e)):
-            member = member_bytes(f"{sample.key}.{ext}", sample.files[ext])
-            members.append({"ext": ext, "offset": offset + 512, "size": len(sample.files[ext])})
+            data = sample.files[ext]
+            member = member_bytes(f"{sample.key}.{ext}", data)
+            # the data follows its header: 512 bytes, or more when a long key needs PAX records
+            header = len(member) - len(data) - (-len(data)) % 512
+            members.append({"ext": ext, "offset": offset + header, "size": len(data)})
             parts.append(member)
             offset += len(member)
         self._hash.write(b"".join(parts))
