@@ -127,6 +127,8 @@ def iter_members(stream: BinaryIO, shard: str) -> Iterator[tuple[str, bytes]]:
         prefix = _field_str(block, 345, 155) if block[257:262] == b"ustar" else ""
         if prefix:
             name = f"{prefix}/{name}"
+        if size > MAX_MEMBER_BYTES:  # refuse before reading it, not after
+            raise UnsafeShardError(f"{shard}: member {long_name or name!r} is {size} bytes (limit {MAX_MEMBER_BYTES})")
         data = _read_exact(stream, size)
         if len(data) < size:
             raise UnsafeShardError(f"{shard}: member {name!r} truncated ({len(data)} of {size} bytes)")
@@ -143,11 +145,11 @@ def iter_members(stream: BinaryIO, shard: str) -> Iterator[tuple[str, bytes]]:
             continue
         if long_name is not None:
             name, long_name = long_name, None
-        _check(name, kind, size, shard)
+        _check(name, kind, shard)
         yield name, data
 
 
-def _check(name: str, kind: bytes, size: int, shard: str) -> None:
+def _check(name: str, kind: bytes, shard: str) -> None:
     if kind not in (b"0", b"\0"):
         what = _KINDS.get(kind, f"member of type {kind!r}")
         if "link" in what:
@@ -159,8 +161,6 @@ def _check(name: str, kind: bytes, size: int, shard: str) -> None:
         raise UnsafeShardError(f"{shard}: member {name!r} has an absolute path")
     if ".." in name.replace("\\", "/").split("/"):
         raise UnsafeShardError(f"{shard}: member {name!r} escapes the shard with '..'")
-    if size > MAX_MEMBER_BYTES:
-        raise UnsafeShardError(f"{shard}: member {name!r} is {size} bytes (limit {MAX_MEMBER_BYTES})")
 
 
 def iter_samples(stream: BinaryIO, shard: str) -> Iterator[dict[str, bytes]]:

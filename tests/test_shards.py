@@ -305,3 +305,13 @@ def test_long_keys_round_trip(tmp_path):
     assert {k: v for k, v in indexed.items() if not k.startswith("__")} == base.files
     m = make_dataset(str(tmp_path / "ds"), 1, 1)
     assert m.samples == 1
+
+
+def test_an_oversized_member_is_refused_before_it_is_read(monkeypatch):
+    import shards.tar as tar_mod
+
+    monkeypatch.setattr(tar_mod, "MAX_MEMBER_BYTES", 64)
+    stream = io.BytesIO(_tar([(_info("big.json", 100), b"x" * 100)]))
+    with pytest.raises(UnsafeShardError, match="100 bytes .limit 64."):
+        list(iter_samples(stream, "big.tar"))
+    assert stream.tell() == 512  # only the header was read
