@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 
 from schemas import Manifest, ShardRecord
 from shards import store
-from shards.tar import iter_samples
+from shards.tar import MAX_MEMBER_BYTES, UnsafeShardError, iter_samples
 
 
 class DatasetError(RuntimeError):
@@ -22,6 +23,29 @@ def load_manifest(root: str) -> Manifest:
         return Manifest.model_validate_json(store.read_bytes(uri))
     except ValueError as e:
         raise DatasetError(f"{uri}: not a valid manifest: {e}") from e
+
+
+def load_index(root: str, rec) -> tuple[list[int], list[int], list[str], list[list[tuple[str, int, int]]]]:
+    """A shard's index (verified against the manifest's sha256): starts, ends, keys, members."""
+    import pyarrow.parquet as pq
+
+    uri = store.join(root, rec.index_url)
+    data = store.read_bytes(uri)
+    if hashlib.sha256(data).hexdigest() != rec.index_sha256:
+        raise UnsafeShardError(f"{uri}: sha256 differs from the manifest; refusing to use it")
+    t = pq.read_table(io.BytesIO(data), columns=["key", "start", "end", "members"])
+    if t.num_rows != rec.samples:
+        raise UnsafeShardError(f"{uri}: {t.num_rows} rows for {rec.samples} samples")
+    members = []
+    for row in t["members"].to_pylist():
+        ms = []
+        for m in row:
+            ext, size = m["ext"], m["size"]
+            if "/" in ext or ext.startswith(".") or not 0 <= size <= MAX_MEMBER_BYTES:
+                raise UnsafeShardError(f"{uri}: bad member {ext!r} of {size} bytes in the index")
+            ms.append((ext, m["offset"], size))
+        members.append(ms)
+    return t["start"].to_pylist(), t["end"].to_pylist(), t["key"].to_pylist(), members
 
 
 class _HashingReader:

@@ -30,8 +30,8 @@ import numpy as np
 
 from schemas import Manifest
 from shards import store
-from shards.dataset import load_manifest
-from shards.tar import MAX_MEMBER_BYTES, UnsafeShardError, iter_samples
+from shards.dataset import load_index, load_manifest
+from shards.tar import UnsafeShardError, iter_samples
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +41,6 @@ SAFE_DECODERS = ("jpg", "jpeg", "png", "depth.png", "json", "txt", "npy")
 
 READ_WINDOW = 16 << 20  # bytes per ranged read of an indexed shard
 READ_AHEAD = 4  # ranged reads in flight
-
-
-def load_index(root: str, rec) -> tuple[list[int], list[int], list[str], list[list[tuple[str, int, int]]]]:
-    """A shard's index (verified against the manifest's sha256): starts, ends, keys, members."""
-    import pyarrow.parquet as pq
-
-    uri = store.join(root, rec.index_url)
-    data = store.read_bytes(uri)
-    if hashlib.sha256(data).hexdigest() != rec.index_sha256:
-        raise UnsafeShardError(f"{uri}: sha256 differs from the manifest; refusing to use it")
-    t = pq.read_table(io.BytesIO(data), columns=["key", "start", "end", "members"])
-    if t.num_rows != rec.samples:
-        raise UnsafeShardError(f"{uri}: {t.num_rows} rows for {rec.samples} samples")
-    members = []
-    for row in t["members"].to_pylist():
-        ms = []
-        for m in row:
-            ext, size = m["ext"], m["size"]
-            if "/" in ext or ext.startswith(".") or not 0 <= size <= MAX_MEMBER_BYTES:
-                raise UnsafeShardError(f"{uri}: bad member {ext!r} of {size} bytes in the index")
-            ms.append((ext, m["offset"], size))
-        members.append(ms)
-    return t["start"].to_pylist(), t["end"].to_pylist(), t["key"].to_pylist(), members
 
 
 @dataclass(frozen=True)
