@@ -36,11 +36,23 @@ from shards.tar import UnsafeShardError, iter_samples
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_PIXELS = 4096 * 4096
-SAFE_DECODERS = ("jpg", "jpeg", "png", "depth.png", "json", "txt", "npy")
 
 
 READ_WINDOW = 16 << 20  # bytes per ranged read of an indexed shard
 READ_AHEAD = 4  # ranged reads in flight
+
+
+def _windows(span: Span, index) -> list[tuple[int, int]]:
+    """Consecutive sample ranges [i, j) of a span, each at most READ_WINDOW bytes."""
+    starts, ends, _, _ = index
+    out, i = [], span.start
+    while i < span.stop:
+        j = i + 1
+        while j < span.stop and ends[j] - starts[i] <= READ_WINDOW:
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
 
 
 @dataclass(frozen=True)
@@ -218,18 +230,6 @@ class ShardStream:
                     if i >= span.start:
                         yield raw
 
-    def _windows(self, rec, span: Span, index) -> list[tuple[int, int]]:
-        """Consecutive sample ranges [i, j) of a span, each at most READ_WINDOW bytes."""
-        starts, ends, _, _ = index
-        out, i = [], span.start
-        while i < span.stop:
-            j = i + 1
-            while j < span.stop and ends[j] - starts[i] <= READ_WINDOW:
-                j += 1
-            out.append((i, j))
-            i = j
-        return out
-
     def _indexed_ahead(self, spans: list[Span]) -> Iterator[dict]:
         """Indexed reads with read-ahead: indexes and the next windows are fetched on a
         small thread pool while the current window is sliced (I/O overlaps with work)."""
@@ -250,7 +250,7 @@ class ShardStream:
                         yield uri, index, 0, rec.samples, 0, rec.bytes, whole
                         continue
                     index = fut.result()
-                    for i, j in self._windows(rec, sp, index):
+                    for i, j in _windows(sp, index):
                         a, b = index[0][i], index[1][j - 1]
                         yield uri, index, i, j, a, b, pool.submit(store.read_bytes, uri, a, b)
 
@@ -271,7 +271,7 @@ class ShardStream:
         """Samples of a span by the shard's index: one ranged read per window of samples,
         members sliced at their recorded offsets (no tar parsing, no reading skipped bytes)."""
         index = load_index(self.root, rec)
-        for i, j in self._windows(rec, span, index):
+        for i, j in _windows(span, index):
             a, b = index[0][i], index[1][j - 1]
             yield from _slice(uri, index, i, j, a, b, store.read_bytes(uri, a, b))
 

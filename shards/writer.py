@@ -42,8 +42,7 @@ class ShardWriter:
     staging_dir: str | None = None
     records: list[ShardRecord] = field(default_factory=list)
     _part: int = 0
-    _tar: bool | None = None  # a shard is open
-    _fh: object = None
+    _fh: object = None  # the open shard's staging file, None between shards
     _hash: object = None
     _path: str = ""
     _count: int = 0
@@ -55,9 +54,9 @@ class ShardWriter:
 
     def write(self, sample: SampleFiles) -> None:
         size = sum(len(v) for v in sample.files.values()) + 512 * (len(sample.files) + 1)
-        if self._tar is not None and (self._count >= self.max_samples or self._bytes + size > self.max_bytes):
+        if self._fh is not None and (self._count >= self.max_samples or self._bytes + size > self.max_bytes):
             self._finish()
-        if self._tar is None:
+        if self._fh is None:
             self._open()
         # members in a fixed order: json last so a reader sees the payload first
         start = self._hash.bytes
@@ -84,14 +83,14 @@ class ShardWriter:
         return self._part
 
     def close(self) -> list[ShardRecord]:
-        if self._tar is not None:
+        if self._fh is not None:
             self._finish()
         return self.records
 
     def abort(self) -> None:
-        if self._tar is not None:
-            self._tar = None
+        if self._fh is not None:
             self._fh.close()
+            self._fh = None
             os.unlink(self._path)
 
     def _open(self) -> None:
@@ -104,17 +103,16 @@ class ShardWriter:
         fd, self._path = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=staging)
         self._fh = os.fdopen(fd, "wb")
         self._hash = _HashingWriter(self._fh)
-        self._tar = True
         self._count, self._bytes, self._tasks, self._first, self._last = 0, 0, {}, "", ""
         self._rows = []
 
     def _finish(self) -> None:
-        assert self._tar is not None
+        assert self._fh is not None
         self._hash.write(end_of_archive(self._hash.bytes))
-        self._tar = None
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
+        self._fh = None
         rel = f"shards/{self.prefix}-{self._part:04d}.tar"
         uri = store.join(self.root, rel)
         try:
