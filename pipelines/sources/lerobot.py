@@ -155,7 +155,7 @@ class LeRobotReader:
             try:
                 with store.open_read(uri) as fh:
                     data = fh.read()
-                frames = decode_mp4(data, t0, t1 if t1 is not None else None, fps)
+                frames = decode_mp4(data, t0, t1, fps)
             except Exception as e:  # noqa: BLE001 - any decoder failure names the video
                 raise DecodeError(f"video does not decode: {e}", file=uri, episode=eid, field=cam) from e
             return frames[:n]

@@ -121,7 +121,8 @@ class RLDSReader:
         """One partition per file, or per `episodes_per_partition` records of a file when
         the episode count per file is known (TFDS's dataset_info.json, or a header scan of
         local files): smaller groups commit and resume at a finer grain."""
-        files = [f for f in store.list_files(uri) if _SHARD_RE.search(f) and _SHARD_RE.search(f)["split"] == self.key_map.split]
+        matches = ((f, _SHARD_RE.search(f)) for f in store.list_files(uri))
+        files = [f for f, m in matches if m and m["split"] == self.key_map.split]
         if not files:
             raise SourceError(f"no '*-{self.key_map.split}.tfrecord-NNNNN-of-MMMMM' files under {uri}", file=uri, field="tfrecord")
         lengths = self._shard_lengths(files)
