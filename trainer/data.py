@@ -39,6 +39,12 @@ def depth_target(depth_m: np.ndarray, valid: np.ndarray, res: int) -> tuple[np.n
     return np.where(mask, tgt, 0.0).astype(np.float32), mask.astype(np.float32)
 
 
+def depth_targets(samples: list[dict], res: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, res, res) head targets and validity masks of a batch's first images."""
+    pairs = [depth_target(s["depth"][0], s["depth_valid"][0], res) for s in samples]
+    return torch.from_numpy(np.stack([d for d, _ in pairs]))[:, None], torch.from_numpy(np.stack([m for _, m in pairs]))[:, None]
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor
@@ -76,7 +82,7 @@ class Collator:
         return ids + [self.im_end] + self._encode("\n") + [self.im_start] + self._encode("assistant\n")
 
     def __call__(self, samples: list[dict]) -> Batch:
-        seqs, labels, pixels, grids, depths, masks = [], [], [], [], [], []
+        seqs, labels, pixels, grids = [], [], [], []
         for s in samples:
             conv = s["conversations"]
             human = next(t["value"] for t in conv if t["from"] == "human")
@@ -88,9 +94,7 @@ class Collator:
             pv, thw = patchify(s["images"][0], self.h, self.w)
             pixels.append(pv)
             grids.append(thw)
-            d, m = depth_target(s["depth"][0], s["depth_valid"][0], self.res)
-            depths.append(d)
-            masks.append(m)
+        depth, depth_mask = depth_targets(samples, self.res)
         n = max(len(x) for x in seqs)
         ids = torch.full((len(seqs), n), self.pad, dtype=torch.long)
         lab = torch.full((len(seqs), n), -100, dtype=torch.long)
@@ -106,13 +110,13 @@ class Collator:
             mm_token_type_ids=(ids == self.image_token_id).long(),
             pixel_values=torch.cat(pixels),
             image_grid_thw=torch.cat(grids),
-            depth=torch.from_numpy(np.stack(depths))[:, None],
-            depth_mask=torch.from_numpy(np.stack(masks))[:, None],
+            depth=depth,
+            depth_mask=depth_mask,
             keys=[s["__key__"] for s in samples],
         )
 
 
-class ProcessorCollator(Collator):
+class ProcessorCollator:
     """For a real Qwen3-VL checkpoint: tokenised by the model's own processor (its chat
     template and image processor; the processor needs torchvision, present on GPU images).
     Labels keep the assistant answer only, as in the tiny path."""
@@ -122,12 +126,11 @@ class ProcessorCollator(Collator):
         self.image_token_id = image_token_id
         self.res = res
         self.max_answer = max_answer_tokens
-        self.pad = processor.tokenizer.pad_token_id
 
     def __call__(self, samples: list[dict]) -> Batch:
         from PIL import Image
 
-        prompts, fulls, images, depths, masks = [], [], [], [], []
+        prompts, fulls, images = [], [], []
         for s in samples:
             conv = s["conversations"]
             human = next(t["value"] for t in conv if t["from"] == "human")
@@ -146,9 +149,6 @@ class ProcessorCollator(Collator):
                 user + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False
             ))
             images.append(Image.fromarray(s["images"][0]))
-            d, m = depth_target(s["depth"][0], s["depth_valid"][0], self.res)
-            depths.append(d)
-            masks.append(m)
         enc = self.processor(text=fulls, images=images, return_tensors="pt", padding=True)
         prompt_lens = [len(x) for x in self.processor(text=prompts, images=images, padding=False)["input_ids"]]
         labels = enc["input_ids"].clone()
@@ -156,6 +156,7 @@ class ProcessorCollator(Collator):
         for i, n in enumerate(prompt_lens):
             labels[i, :n] = -100  # cross-entropy on the answer only
         ids = enc["input_ids"]
+        depth, depth_mask = depth_targets(samples, self.res)
         return Batch(
             input_ids=ids,
             attention_mask=enc["attention_mask"],
@@ -163,7 +164,7 @@ class ProcessorCollator(Collator):
             mm_token_type_ids=enc.get("mm_token_type_ids", (ids == self.image_token_id).long()),
             pixel_values=enc["pixel_values"],
             image_grid_thw=enc["image_grid_thw"],
-            depth=torch.from_numpy(np.stack(depths))[:, None],
-            depth_mask=torch.from_numpy(np.stack(masks))[:, None],
+            depth=depth,
+            depth_mask=depth_mask,
             keys=[s["__key__"] for s in samples],
         )
