@@ -112,10 +112,12 @@ def choose(manifest, n: int, task: str | None, seed: int, root: str) -> list[tup
         from shards import store
 
         for si, sh in enumerate(manifest.shards):
-            idx_uri = store.join(root, sh.url[: -len(".tar")] + ".index.parquet")
             try:
-                tasks = pq.read_table(io.BytesIO(store.read_bytes(idx_uri)), columns=["task"])["task"].to_pylist()
-            except Exception:  # noqa: BLE001 - no sidecar: read the shard's JSON instead
+                if not sh.index_url:
+                    raise FileNotFoundError("no index")
+                data = store.read_bytes(store.join(root, sh.index_url))
+                tasks = pq.read_table(io.BytesIO(data), columns=["task"])["task"].to_pylist()
+            except Exception:  # noqa: BLE001 - no readable index: read the shard's JSON instead
                 tasks = [json.loads(x["json"]).get("task") if "json" in x else None for x in iter_shard(root, sh)]
             pool += [(si, i) for i, t in enumerate(tasks) if t == task]
     else:
