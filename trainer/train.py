@@ -55,11 +55,10 @@ def build(cfg: TrainConfig, data: str, out: Path):
         from trainer.data import ProcessorCollator
 
         processor = AutoProcessor.from_pretrained(cfg.backbone.model)
-        backbone = build_backbone(cfg, len(processor.tokenizer), {})
+        tok = processor.tokenizer
+        backbone = build_backbone(cfg, len(tok), {})
         image_token_id = backbone.config.image_token_id
-        torch.manual_seed(cfg.seed + 1)
-        model = GEM(cfg, backbone, image_token_id)
-        return processor.tokenizer, model, ProcessorCollator(processor, image_token_id, cfg.head.resolution, cfg.data.max_answer_tokens)
+        collate = ProcessorCollator(processor, image_token_id, cfg.head.resolution, cfg.data.max_answer_tokens)
     else:
         path = out / "tokenizer.json"
         tok = load_bpe(path) if path.exists() else train_bpe(corpus_texts(data), cfg.vocab_size, path)
@@ -68,9 +67,9 @@ def build(cfg: TrainConfig, data: str, out: Path):
         torch.manual_seed(cfg.seed)
         backbone = build_backbone(cfg, len(tok), special)
         image_token_id = special["image"]
+        collate = Collator(tok, image_token_id, cfg.data.image_height, cfg.data.image_width, cfg.head.resolution, cfg.data.max_answer_tokens)
     torch.manual_seed(cfg.seed + 1)
     model = GEM(cfg, backbone, image_token_id)
-    collate = Collator(tok, image_token_id, cfg.data.image_height, cfg.data.image_width, cfg.head.resolution, cfg.data.max_answer_tokens)
     return tok, model, collate
 
 
