@@ -9,7 +9,6 @@ records what was drawn where, in pixels, for checking.
 from __future__ import annotations
 
 import html
-import io
 import json
 import logging
 from pathlib import Path
@@ -107,8 +106,6 @@ def choose(manifest, n: int, task: str | None, seed: int, root: str) -> list[tup
     rng = np.random.default_rng(seed)
     pool: list[tuple[int, int]] = []
     if task:
-        import pyarrow.parquet as pq
-
         from shards import store
 
         for si, sh in enumerate(manifest.shards):
@@ -116,7 +113,7 @@ def choose(manifest, n: int, task: str | None, seed: int, root: str) -> list[tup
                 if not sh.index_url:
                     raise FileNotFoundError("no index")
                 data = store.read_bytes(store.join(root, sh.index_url))
-                tasks = pq.read_table(io.BytesIO(data), columns=["task"])["task"].to_pylist()
+                tasks = store.parquet_table(data, columns=["task"])["task"].to_pylist()
             except Exception:  # noqa: BLE001 - no readable index: read the shard's JSON instead
                 tasks = [json.loads(x["json"]).get("task") if "json" in x else None for x in iter_shard(root, sh)]
             pool += [(si, i) for i, t in enumerate(tasks) if t == task]

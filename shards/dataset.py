@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterator
 
 from schemas import Manifest, ShardRecord
@@ -27,13 +26,11 @@ def load_manifest(root: str) -> Manifest:
 
 def load_index(root: str, rec) -> tuple[list[int], list[int], list[str], list[list[tuple[str, int, int]]]]:
     """A shard's index (verified against the manifest's sha256): starts, ends, keys, members."""
-    import pyarrow.parquet as pq
-
     uri = store.join(root, rec.index_url)
     data = store.read_bytes(uri)
     if hashlib.sha256(data).hexdigest() != rec.index_sha256:
         raise UnsafeShardError(f"{uri}: sha256 differs from the manifest; refusing to use it")
-    t = pq.read_table(io.BytesIO(data), columns=["key", "start", "end", "members"])
+    t = store.parquet_table(data, columns=["key", "start", "end", "members"])
     if t.num_rows != rec.samples:
         raise UnsafeShardError(f"{uri}: {t.num_rows} rows for {rec.samples} samples")
     members = []

@@ -8,12 +8,9 @@ the per-frame `task_index`. Depth comes from an `image` feature marked `is_depth
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator
-
-import pyarrow.parquet as pq
 
 from pipelines.sources.base import (
     DecodedFrames,
@@ -43,7 +40,7 @@ def _jsonl(uri: str) -> list[dict]:
 
 
 def _parquet(uri: str):
-    return pq.read_table(io.BytesIO(store.read_bytes(uri)))
+    return store.parquet_table(store.read_bytes(uri))
 
 
 class LeRobotReader:
