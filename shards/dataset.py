@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from itertools import pairwise
+from typing import NamedTuple
 
 from schemas import Manifest, ShardRecord
 from shards import store
@@ -24,8 +26,20 @@ def load_manifest(root: str) -> Manifest:
         raise DatasetError(f"{uri}: not a valid manifest: {e}") from e
 
 
-def load_index(root: str, rec) -> tuple[list[int], list[int], list[str], list[list[tuple[str, int, int]]]]:
-    """A shard's index (verified against the manifest's sha256): starts, ends, keys, members."""
+class ShardIndex(NamedTuple):
+    """Where each sample of a shard lies: its bytes [start, end) and its members
+    (ext, data offset, size)."""
+
+    starts: list[int]
+    ends: list[int]
+    keys: list[str]
+    members: list[list[tuple[str, int, int]]]
+
+
+def load_index(root: str, rec) -> ShardIndex:
+    """A shard's index, verified against the manifest's sha256 and checked for sanity."""
+    import pyarrow.compute as pc
+
     uri = store.join(root, rec.index_url)
     data = store.read_bytes(uri)
     if hashlib.sha256(data).hexdigest() != rec.index_sha256:
@@ -33,16 +47,19 @@ def load_index(root: str, rec) -> tuple[list[int], list[int], list[str], list[li
     t = store.parquet_table(data, columns=["key", "start", "end", "members"])
     if t.num_rows != rec.samples:
         raise UnsafeShardError(f"{uri}: {t.num_rows} rows for {rec.samples} samples")
-    members = []
-    for row in t["members"].to_pylist():
-        ms = []
-        for m in row:
-            ext, size = m["ext"], m["size"]
-            if "/" in ext or ext.startswith(".") or not 0 <= size <= MAX_MEMBER_BYTES:
-                raise UnsafeShardError(f"{uri}: bad member {ext!r} of {size} bytes in the index")
-            ms.append((ext, m["offset"], size))
-        members.append(ms)
-    return t["start"].to_pylist(), t["end"].to_pylist(), t["key"].to_pylist(), members
+    # columnar: one flat list of members and each sample's bounds in it (a per-row
+    # to_pylist() of the nested column cost 3x the parquet read)
+    members = t["members"].combine_chunks()
+    bounds = members.offsets.to_pylist()
+    exts, offsets, sizes = (members.values.field(f) for f in ("ext", "offset", "size"))
+    for ext in pc.unique(exts).to_pylist():
+        if not ext or "/" in ext or ext.startswith("."):
+            raise UnsafeShardError(f"{uri}: bad member name {ext!r} in the index")
+    if len(sizes) and not (pc.min(sizes).as_py() >= 0 and pc.max(sizes).as_py() <= MAX_MEMBER_BYTES):
+        raise UnsafeShardError(f"{uri}: a member size in the index is outside 0..{MAX_MEMBER_BYTES} bytes")
+    flat = list(zip(exts.to_pylist(), offsets.to_pylist(), sizes.to_pylist(), strict=True))
+    per_sample = [flat[a:b] for a, b in pairwise(bounds)]
+    return ShardIndex(t["start"].to_pylist(), t["end"].to_pylist(), t["key"].to_pylist(), per_sample)
 
 
 class _HashingReader:

@@ -112,75 +112,13 @@ def s3_client():
 # --- reading ---------------------------------------------------------------------------
 
 
-def open_read(uri: str, prefetch: bool = False) -> BinaryIO:
-    """A streaming binary reader (S3: one GET streamed; memory stays small).
-
-    `prefetch`: a thread reads ahead in 4 MiB chunks (S3 only), so network time overlaps
-    with the caller's parsing."""
+def open_read(uri: str) -> BinaryIO:
+    """A streaming binary reader (S3: one GET streamed; memory stays small)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         body = retry(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"], f"GET {uri}")
-        raw = _StreamingBody(body)
-        if prefetch:
-            return io.BufferedReader(_Prefetcher(raw), buffer_size=1 << 20)
-        return io.BufferedReader(raw, buffer_size=1 << 20)
+        return io.BufferedReader(_StreamingBody(body), buffer_size=1 << 20)
     return open(uri, "rb", buffering=1 << 20)
-
-
-class _Prefetcher(io.RawIOBase):
-    """Reads `stream` ahead on a thread into a bounded queue of chunks."""
-
-    def __init__(self, stream, chunk: int = 4 << 20, depth: int = 4):
-        import queue
-        import threading
-
-        self._q: queue.Queue = queue.Queue(depth)
-        self._buf = memoryview(b"")
-        self._done = False
-        self._stream = stream
-        self._stop = threading.Event()
-
-        def pump():
-            try:
-                while not self._stop.is_set():
-                    data = stream.read(chunk)
-                    self._q.put(data)
-                    if not data:
-                        return
-            except BaseException as e:  # noqa: BLE001 - re-raised in the reader
-                self._q.put(e)
-
-        self._thread = threading.Thread(target=pump, daemon=True)
-        self._thread.start()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        if not self._buf:
-            if self._done:
-                return 0
-            item = self._q.get()
-            if isinstance(item, BaseException):
-                raise item
-            if not item:
-                self._done = True
-                return 0
-            self._buf = memoryview(item)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock the pump if it waits on a full queue
-            try:
-                self._q.get_nowait()
-            except Exception:  # noqa: BLE001
-                self._thread.join(0.05)
-        self._stream.close()
-        super().close()
 
 
 class _StreamingBody(io.RawIOBase):
@@ -231,16 +169,88 @@ def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> by
         return fh.read()
 
 
+def iter_range(uri: str, start: int, end: int, piece: int = 1 << 20) -> Iterator[bytes]:
+    """Bytes [start, end) of an object in pieces of at most `piece` bytes (fewer in all
+    only past the object's end). S3: one GET streamed, asked again from where it broke if
+    the transfer fails midway. Small pieces, not one buffer: memory used once and freed
+    is reused, while filling fresh memory costs a page fault per 4 KiB (that doubled the
+    CPU time of a large GET here)."""
+    if not is_s3(uri):
+        with open(uri, "rb", buffering=0) as fh:
+            fh.seek(start)
+            while start < end:
+                data = fh.read(min(piece, end - start))
+                if not data:
+                    return
+                start += len(data)
+                yield data
+        return
+    from botocore.exceptions import BotoCoreError
+
+    bucket, key = split_s3(uri)
+    breaks = 0
+    while start < end:
+        body = retry(lambda at=start: s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={at}-{end - 1}")["Body"], f"GET {uri}")
+        try:
+            while start < end:
+                data = body.read(min(piece, end - start))
+                if not data:
+                    return
+                start += len(data)
+                yield data
+        except (BotoCoreError, ConnectionError, TimeoutError) as e:
+            breaks += 1
+            if breaks >= 5:
+                raise StoreError(f"GET {uri}: the transfer broke {breaks} times, last at byte {start}: {e}") from e
+            log.warning("GET %s: broke at byte %d (%s); asking again from there", uri, start, e)
+        finally:
+            body.close()
+
+
+def read_local_into(path: str, buf: bytearray, start: int, end: int) -> memoryview:
+    """Bytes [start, end) of a local file read into the caller's `buf`; returns the part
+    filled (shorter than asked only past the end of the file). For readers that reuse
+    one buffer: a fresh allocation per read costs page faults (on this kind of machine a
+    2 MiB read into new memory took twice as long as into memory used before)."""
+    view = memoryview(buf)[: end - start]
+    got = 0
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(start)
+        while got < len(view):
+            n = fh.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    return view[:got]
+
+
+def read_ahead(uri: str, start: int = 0, end: int | None = None) -> None:
+    """Ask the kernel to start reading a local file's byte range into the page cache, so
+    that a read of it later finds it there. A hint: no-op for S3 or where unsupported."""
+    if is_s3(uri) or not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(uri, os.O_RDONLY)
+    except OSError:
+        return  # the read itself will report it
+    try:
+        os.posix_fadvise(fd, start, 0 if end is None else end - start, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
+
+
 def parquet_table(data: bytes, columns: list[str] | None = None):
     """A parquet file's bytes as a pyarrow Table, read on this thread.
 
     Not with pyarrow's thread pool: a process that reads with it and exits soon after
     aborts at interpreter shutdown about half the time here (pyarrow 26, "terminate called
     without an active exception"), which turned short commands such as `gem-data validate`
-    into crashes. The files read this way (indexes, metadata) are small."""
+    into crashes. The files read this way (indexes, metadata) are small. ParquetFile, not
+    read_table: it skips the dataset layer, 3x faster on a shard index."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(io.BytesIO(data), columns=columns, use_threads=False)
+    return pq.ParquetFile(pa.BufferReader(data), pre_buffer=False).read(columns=columns, use_threads=False)
 
 
 def exists(uri: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -68,85 +69,201 @@ def split_key(name: str) -> tuple[str, str]:
     return name[:dot], name[dot + 1 :]
 
 
-def _field_str(block: bytes, start: int, length: int) -> str:
-    raw = block[start : start + length]
-    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _field_int(block: bytes, start: int, length: int, shard: str) -> int:
-    raw = block[start : start + length]
-    if raw[:1] and raw[0] & 0x80:  # GNU base-256 for large sizes
-        return int.from_bytes(raw[1:], "big")
-    text = raw.split(b"\0", 1)[0].strip()
-    try:
-        return int(text, 8) if text else 0
-    except ValueError as e:
-        raise UnsafeShardError(f"{shard}: bad tar header number {raw!r}") from e
-
-
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
-    data = stream.read(n)
-    if len(data) == n:
-        return data
-    chunks = [data]
-    got = len(data)
-    while got < n:
-        more = stream.read(n - got)
-        if not more:
-            break
-        chunks.append(more)
-        got += len(more)
-    return b"".join(chunks)
-
-
+_ZERO_BLOCK = bytes(512)
 _KINDS = {b"1": "hard link", b"2": "symbolic link", b"3": "character device", b"4": "block device",
           b"5": "directory", b"6": "fifo", b"7": "contiguous file"}
 
 
-def iter_members(stream: BinaryIO, shard: str) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of each regular member, streaming; refuses unsafe members.
+class TarWalker:
+    """Samples of a tar fed to it as consecutive pieces of bytes, of any sizes.
 
-    A small ustar/GNU/PAX parser: `tarfile`'s streaming mode costs several times more per
-    member, which dominates when samples are small."""
-    long_name: str | None = None
-    while True:
-        block = _read_exact(stream, 512)
-        if len(block) < 512:
-            if block:
-                raise UnsafeShardError(f"{shard}: truncated tar header")
-            return
-        if block == b"\0" * 512:
-            return  # end-of-archive marker
-        chk = _field_int(block, 148, 8, shard)
-        # the checksum counts its own 8-byte field as spaces (8 * 32 = 256)
-        if chk != sum(block) - sum(block[148:156]) + 256:
-            raise UnsafeShardError(f"{shard}: tar header checksum mismatch (not a tar, or corrupt)")
-        size = _field_int(block, 124, 12, shard)
+    A small, safe ustar/GNU/PAX parser over bytes in memory (`tarfile`'s streaming mode
+    costs several times more per member, which dominates when samples are small). A piece
+    may start at any member header of a shard, which is how a reader reads a range of a
+    shard found through its index. Members are grouped into samples by key, webdataset's
+    way: {"__key__": key, "__shard__": shard, "jpg": bytes, "json": bytes, ...}."""
+
+    def __init__(self, shard: str):
+        self.shard = shard
+        self.ended = False  # the end-of-archive block was seen
+        self._head = b""  # the first bytes of a header cut by the end of a piece
+        self._member: tuple[str, bytes] | None = None  # (name, kind) of a member being read
+        self._parts: list[bytes] = []  # its bytes so far
+        self._want = 0  # its bytes still to come
+        self._pad = 0  # padding still to skip
+        self._long_name: str | None = None
+        self._sample: dict | None = None
+
+    def feed(self, data: bytes) -> list[dict]:
+        """The samples completed by this piece (the last one stays open until the next
+        key or `finish`)."""
+        out: list[dict] = []
+        pos, n = 0, len(data)
+        while pos < n and not self.ended:
+            if self._want or self._pad or self._head or pos + 512 > n:
+                pos = self._step(data, pos, out)
+            else:
+                pos = self._run(data, pos, out)
+        return out
+
+    def finish(self) -> list[dict]:
+        """The last sample, once all pieces were fed; refuses a tar cut inside a member."""
+        if self._head or self._want:
+            raise UnsafeShardError(f"{self.shard}: truncated inside a member (the shard is shorter than it should be)")
+        out = [self._sample] if self._sample is not None else []
+        self._sample = None
+        return out
+
+    def _run(self, data: bytes, pos: int, out: list[dict]) -> int:
+        """Whole headers and members inside this piece: the common case, kept tight (the
+        header parsing of `_header` is inlined: this loop runs once per member). Returns
+        where it stopped."""
+        n, shard, sample = len(data), self.shard, self._sample
+        while pos + 512 <= n:
+            block = data[pos : pos + 512]
+            kind = block[156]
+            if kind not in (48, 0) or self._long_name is not None or block[345] or block == _ZERO_BLOCK:
+                break  # anything but a plain regular file: the careful path
+            if block[135] not in (0, 32) or block[154] not in (0, 32):
+                break  # not the "%011o\0" size and "%06o\0 " checksum that tarfile and GNU tar write
+            try:
+                size, stored = int(block[124:135], 8), int(block[148:154], 8)
+            except ValueError:
+                break
+            if (stored - (zlib.adler32(block) & 0xFFFF) + 1 + sum(block[148:156]) - 256) % 65521 or size > MAX_MEMBER_BYTES:
+                break  # `_header` reports it
+            start = pos + 512
+            if start + size > n:
+                break  # cut by the end of the piece
+            name = block[:100].partition(b"\0")[0].decode("utf-8", "surrogateescape")
+            if ".." in name or ":" in name or name[:1] in ("/", "\\", ""):
+                _check(name, b"0", shard)
+            if "/" in name:
+                key, ext = split_key(name)
+            else:
+                key, _, ext = name.partition(".")
+            if sample is None or sample["__key__"] != key:
+                if sample is not None:
+                    out.append(sample)
+                sample = {"__key__": key, "__shard__": shard}
+            elif ext in sample:
+                raise UnsafeShardError(f"{shard}: sample {key!r} has member .{ext} twice")
+            sample[ext] = data[start : start + size]
+            pos = start + size + (-size) % 512
+        self._sample = sample
+        if pos > n:  # the padding of the last member runs into the next piece
+            self._pad, pos = pos - n, n
+        elif pos + 512 <= n:  # stopped at something the careful path handles
+            pos = self._careful(data, pos, out)
+        return pos
+
+    def _careful(self, data: bytes, pos: int, out: list[dict]) -> int:
+        """One member through `_header` and `_add`: long names, end of archive, refusals,
+        a member cut by the end of the piece."""
+        block = data[pos : pos + 512]
+        if block == _ZERO_BLOCK:
+            self.ended = True
+            return pos + 512
+        name, kind, size = self._header(block)
+        start, n = pos + 512, len(data)
+        if start + size > n:
+            self._member, self._want, self._parts = (name, kind), start + size - n, [data[start:n]]
+            self._pad = (-size) % 512
+            return n
+        self._add(name, kind, data[start : start + size], out)
+        end = start + size + (-size) % 512
+        if end > n:
+            self._pad = end - n
+        return min(end, n)
+
+    def _step(self, data: bytes, pos: int, out: list[dict]) -> int:
+        """One step across the cut between two pieces: the rest of a member, of its
+        padding, or of a header. Returns the new position."""
+        n = len(data)
+        if self._want:
+            take = min(self._want, n - pos)
+            self._parts.append(data[pos : pos + take])
+            self._want -= take
+            if not self._want:
+                name, kind = self._member
+                self._add(name, kind, b"".join(self._parts), out)
+                self._parts, self._member = [], None
+            return pos + take
+        if self._pad:
+            skip = min(self._pad, n - pos)
+            self._pad -= skip
+            return pos + skip
+        take = min(512 - len(self._head), n - pos)
+        self._head += data[pos : pos + take]
+        pos += take
+        if len(self._head) < 512:
+            return pos
+        block, self._head = self._head, b""
+        if block == _ZERO_BLOCK:
+            self.ended = True
+            return pos
+        name, kind, size = self._header(block)
+        self._pad = (-size) % 512
+        if size:
+            self._member, self._want = (name, kind), size
+        else:
+            self._add(name, kind, b"", out)
+        return pos
+
+    def _header(self, block: bytes) -> tuple[str, bytes, int]:
+        # The checksum is the sum of the header's bytes with its own field read as spaces.
+        # zlib's adler32 gives that sum modulo 65521 at C speed (its low half is
+        # 1 + sum % 65521), and the sum of 512 bytes is below 2 * 65521, so comparing
+        # modulo 65521 is all but exact: a Python sum() here tripled the cost of a member.
+        try:  # octal, NUL- or space-terminated, as nearly every writer has it
+            stored, size = int(block[148:156].partition(b"\0")[0], 8), int(block[124:136].partition(b"\0")[0], 8)
+        except ValueError:  # base-256, empty or bad fields: the careful way
+            stored, size = _number(block[148:156], self.shard), _number(block[124:136], self.shard)
+        if (stored - (zlib.adler32(block) & 0xFFFF) + 1 + sum(block[148:156]) - 256) % 65521:
+            raise UnsafeShardError(f"{self.shard}: tar header checksum mismatch (not a tar, or corrupt)")
         kind = block[156:157]
-        name = _field_str(block, 0, 100)
-        prefix = _field_str(block, 345, 155) if block[257:262] == b"ustar" else ""
-        if prefix:
-            name = f"{prefix}/{name}"
+        name = block[:100].partition(b"\0")[0].decode("utf-8", "surrogateescape")
+        if block[345] and block[257:262] == b"ustar":
+            name = f"{_text(block[345:500])}/{name}"
         if size > MAX_MEMBER_BYTES:  # refuse before reading it, not after
-            raise UnsafeShardError(f"{shard}: member {long_name or name!r} is {size} bytes (limit {MAX_MEMBER_BYTES})")
-        data = _read_exact(stream, size)
-        if len(data) < size:
-            raise UnsafeShardError(f"{shard}: member {name!r} truncated ({len(data)} of {size} bytes)")
-        pad = (-size) % 512
-        if pad:
-            _read_exact(stream, pad)
+            raise UnsafeShardError(f"{self.shard}: member {self._long_name or name!r} is {size} bytes (limit {MAX_MEMBER_BYTES})")
+        return name, kind, size
+
+    def _add(self, name: str, kind: bytes, data: bytes, out: list[dict]) -> None:
         if kind == b"L":  # GNU long name for the next member
-            long_name = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            continue
+            self._long_name = _text(data)
+            return
         if kind in (b"x", b"g"):  # PAX: only `path` matters to us
             for rec in data.decode("utf-8", "surrogateescape").split("\n"):
                 if " path=" in rec:
-                    long_name = rec.split(" path=", 1)[1]
-            continue
-        if long_name is not None:
-            name, long_name = long_name, None
-        _check(name, kind, shard)
-        yield name, data
+                    self._long_name = rec.split(" path=", 1)[1]
+            return
+        if self._long_name is not None:
+            name, self._long_name = self._long_name, None
+        _check(name, kind, self.shard)
+        key, ext = split_key(name)
+        sample = self._sample
+        if sample is None or sample["__key__"] != key:
+            if sample is not None:
+                out.append(sample)
+            sample = self._sample = {"__key__": key, "__shard__": self.shard}
+        if ext in sample:
+            raise UnsafeShardError(f"{self.shard}: sample {key!r} has member .{ext} twice")
+        sample[ext] = data
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _number(raw: bytes, shard: str) -> int:
+    if raw[0] & 0x80:  # GNU base-256 for large sizes
+        return int.from_bytes(raw[1:], "big")
+    text = raw.partition(b"\0")[0]
+    try:
+        return int(text, 8) if text else 0
+    except ValueError as e:
+        raise UnsafeShardError(f"{shard}: bad tar header number {raw!r}") from e
 
 
 def _check(name: str, kind: bytes, shard: str) -> None:
@@ -163,18 +280,12 @@ def _check(name: str, kind: bytes, shard: str) -> None:
         raise UnsafeShardError(f"{shard}: member {name!r} escapes the shard with '..'")
 
 
-def iter_samples(stream: BinaryIO, shard: str) -> Iterator[dict[str, bytes]]:
-    """Group consecutive members by key: {"__key__": key, "jpg": ..., "json": ...}."""
-    current: dict | None = None
-    for name, data in iter_members(stream, shard):
-        key, ext = split_key(name)
-        if current is not None and current["__key__"] != key:
-            yield current
-            current = None
-        if current is None:
-            current = {"__key__": key, "__shard__": shard}
-        if ext in current:
-            raise UnsafeShardError(f"{shard}: sample {key!r} has member .{ext} twice")
-        current[ext] = data
-    if current is not None:
-        yield current
+def iter_samples(stream: BinaryIO, shard: str, chunk: int = 1 << 20) -> Iterator[dict[str, bytes]]:
+    """The samples of a tar stream, read `chunk` bytes at a time."""
+    walker = TarWalker(shard)
+    while not walker.ended:
+        data = stream.read(chunk)
+        if not data:
+            break
+        yield from walker.feed(data)
+    yield from walker.finish()

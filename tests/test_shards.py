@@ -121,31 +121,50 @@ def test_resume_mid_epoch_equals_the_uninterrupted_tail(tmp_path, workers):
     assert sum(len(b) for b in full) == 45
 
 
-def test_indexed_and_parsed_reads_give_the_same_samples(tmp_path):
-    """The index path (ranged reads, sliced members) and the tar-parsing path agree."""
+@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("window", [None, 3000])
+def test_ranges_read_through_the_index_equal_shards_walked_from_their_start(tmp_path, where, window, request, monkeypatch):
+    """Where a rank's or worker's range cuts a shard, the reader reads only the span's bytes,
+    found through the index; without an index it walks the shard and drops the rest. Both
+    give the same samples, from disk and from S3, in one read per shard or in many small
+    ones (samples and members then cut across reads)."""
     import json
 
+    import shards.reader as reader
     from schemas import Manifest
 
-    root = str(tmp_path / "ds")
+    if window:
+        monkeypatch.setattr(reader, "S3_WINDOW", window)
+        monkeypatch.setattr(reader, "LOCAL_WINDOW", window)
+    root = str(tmp_path / "ds") if where == "local" else f"s3://{request.getfixturevalue('bucket')}/ds"
     m = make_dataset(root, 23, per_shard=6)
     assert all(s.index_url and s.index_sha256 for s in m.shards)
-    indexed = list(ShardStream(root, decode=False, shuffle_buffer=1, seed=2).iter_worker())
+
+    def read_all():
+        out = []
+        for rank in range(2):
+            stream = ShardStream(root, decode=False, shuffle_buffer=1, seed=2, rank=rank, world_size=2)
+            for worker in range(3):
+                out.append([{k: v for k, v in d.items() if not k.startswith("__") or k == "__key__"}
+                            for d in stream.iter_worker(worker, 3)])
+        return out
+
+    indexed = read_all()
     bare = Manifest.model_validate({**m.model_dump(), "shards": [{**s.model_dump(), "index_url": "", "index_sha256": ""} for s in m.shards]})
-    (tmp_path / "ds" / "manifest.json").write_text(bare.model_dump_json())
-    parsed = list(ShardStream(root, decode=False, shuffle_buffer=1, seed=2).iter_worker())
-    strip = [{k: v for k, v in d.items() if not k.startswith("__") or k == "__key__"} for d in indexed]
-    assert strip == [{k: v for k, v in d.items() if not k.startswith("__") or k == "__key__"} for d in parsed]
-    assert json.loads(indexed[0]["json"])["key"] == indexed[0]["__key__"]
+    store.write_bytes(store.join(root, "manifest.json"), bare.model_dump_json().encode())
+    assert read_all() == indexed
+    assert sum(len(w) for w in indexed) == 22  # 23 // 2 per rank
+    assert json.loads(indexed[0][0]["json"])["key"] == indexed[0][0]["__key__"]
 
 
 def test_a_tampered_index_is_refused(tmp_path):
     root = str(tmp_path / "ds")
     m = make_dataset(root, 8, per_shard=4)
-    idx = tmp_path / "ds" / m.shards[0].index_url
-    idx.write_bytes(idx.read_bytes() + b"x")
-    with pytest.raises(UnsafeShardError, match="sha256 differs"):
-        list(ShardStream(root, decode=False).iter_worker())
+    for shard in m.shards:
+        idx = tmp_path / "ds" / shard.index_url
+        idx.write_bytes(idx.read_bytes() + b"x")
+    with pytest.raises(UnsafeShardError, match="sha256 differs"):  # a rank's range cuts a shard: the index is read
+        list(ShardStream(root, decode=False, rank=0, world_size=3).iter_worker())
     from pipelines.dataset import validate
 
     assert any("index.parquet: sha256 differs" in p for p in validate(root)["problems"])
@@ -311,7 +330,154 @@ def test_an_oversized_member_is_refused_before_it_is_read(monkeypatch):
     import shards.tar as tar_mod
 
     monkeypatch.setattr(tar_mod, "MAX_MEMBER_BYTES", 64)
-    stream = io.BytesIO(_tar([(_info("big.json", 100), b"x" * 100)]))
-    with pytest.raises(UnsafeShardError, match="100 bytes .limit 64."):
-        list(iter_samples(stream, "big.tar"))
-    assert stream.tell() == 512  # only the header was read
+    big = 8 << 20
+    stream = io.BytesIO(_tar([(_info("big.json", big), b"x" * big)]))
+    with pytest.raises(UnsafeShardError, match=f"{big} bytes .limit 64."):
+        list(iter_samples(stream, "big.tar", chunk=1 << 16))
+    assert stream.tell() == 1 << 16  # the first piece read, not the member
+
+
+def test_the_tar_walker_takes_pieces_of_any_size():
+    """Readers feed shards in chunks of whatever size the read gave: every cut, inside a
+    header, a member or its padding, gives the samples tarfile itself reads."""
+    import random
+    import tarfile
+
+    from shards.tar import TarWalker
+
+    members = [(_info("a.jpg", 700), b"j" * 700), (_info("a.json", 2), b"{}"),
+               (_info("dir/b.depth.png", 512), b"p" * 512), (_info("dir/b.json", 0), b""),
+               (_info("k" * 130 + ".json", 3), b"[1]")]  # a long name: a PAX header first
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    want = [{"__key__": "a", "jpg": b"j" * 700, "json": b"{}"}, {"__key__": "dir/b", "depth.png": b"p" * 512, "json": b""},
+            {"__key__": "k" * 130, "json": b"[1]"}]
+    rng = random.Random(0)
+    for cuts in [[1] * len(data), [511] * 40, [512] * 40, [513] * 40, [len(data)]] + [[rng.randint(1, 900) for _ in range(200)] for _ in range(20)]:
+        walker, got, pos = TarWalker("t.tar"), [], 0
+        for size in cuts:
+            got += walker.feed(data[pos : pos + size])
+            pos += size
+            if pos >= len(data):
+                break
+        got += walker.finish()
+        assert [{k: v for k, v in s.items() if k != "__shard__"} for s in got] == want
+
+
+def test_a_corrupt_or_cut_shard_is_refused_naming_it(tmp_path):
+    from shards.tar import TarWalker
+
+    data = _tar([(_info("a.json", 2), b"{}")])
+    bad = bytearray(data)
+    bad[10] ^= 1  # a flipped bit in the header's name
+    with pytest.raises(UnsafeShardError, match="bad.tar: tar header checksum mismatch"):
+        TarWalker("bad.tar").feed(bytes(bad))
+    walker = TarWalker("cut.tar")
+    walker.feed(data[:513])
+    with pytest.raises(UnsafeShardError, match="cut.tar: truncated inside a member"):
+        walker.finish()
+    # through the reader: a shard shorter than its manifest says
+    root = str(tmp_path / "ds")
+    m = make_dataset(root, 4, per_shard=4)
+    shard = tmp_path / "ds" / m.shards[0].url
+    shard.write_bytes(shard.read_bytes()[: m.shards[0].bytes // 2])
+    with pytest.raises(UnsafeShardError, match=rf"{m.shards[0].url}: \d+ bytes at offset \d+ where \d+ were asked for .truncated shard"):
+        list(ShardStream(root, decode=False).iter_worker())
+
+
+def test_a_shard_holding_fewer_samples_than_its_manifest_says_is_refused(tmp_path):
+    from schemas import Manifest
+
+    root = str(tmp_path / "ds")
+    m = make_dataset(root, 4, per_shard=4)
+    more = Manifest.model_validate({**m.model_dump(), "samples": 5, "shards": [{**m.shards[0].model_dump(), "samples": 5}]})
+    (tmp_path / "ds" / "manifest.json").write_text(more.model_dump_json())
+    with pytest.raises(UnsafeShardError, match="4 rows for 5 samples"):  # read through its index
+        list(ShardStream(root, decode=False).iter_worker())
+    bare = more.model_copy(update={"shards": [more.shards[0].model_copy(update={"index_url": "", "index_sha256": ""})]})
+    (tmp_path / "ds" / "manifest.json").write_text(bare.model_dump_json())
+    with pytest.raises(UnsafeShardError, match="4 samples where the manifest says 5"):  # walked
+        list(ShardStream(root, decode=False).iter_worker())
+
+
+def test_an_index_that_names_unsafe_members_is_refused(tmp_path):
+    """The index is pinned by the manifest's sha256, yet its entries are checked too."""
+    import pyarrow.parquet as pq
+
+    from schemas import Manifest
+    from shards.dataset import load_index
+    from shards.writer import index_bytes
+
+    root = str(tmp_path / "ds")
+    m = make_dataset(root, 4, per_shard=4)
+    rows = pq.read_table(tmp_path / "ds" / m.shards[0].index_url).to_pylist()
+    rows[1]["members"][0]["ext"] = "../../etc/passwd"
+    evil = index_bytes(rows)
+    (tmp_path / "ds" / m.shards[0].index_url).write_bytes(evil)
+    rec = Manifest.model_validate(m.model_dump()).shards[0].model_copy(update={"index_sha256": hashlib.sha256(evil).hexdigest()})
+    with pytest.raises(UnsafeShardError, match="bad member name '../../etc/passwd'"):
+        load_index(root, rec)
+
+
+class _CuttingProxy:
+    """A TCP relay on loopback to the S3 server that breaks the first response carrying
+    more than `cut` bytes midway, as a flaky network does."""
+
+    def __init__(self, endpoint: str, cut: int):
+        import socket
+        import threading
+
+        host, port = endpoint.rsplit("/", 1)[-1].split(":")
+        self.target, self.cut, self.broken = (host, int(port)), cut, 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, response: bool):
+        import socket
+
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if response and not self.broken and sent + len(data) > self.cut:
+                    self.broken += 1
+                    dst.sendall(data[: self.cut - sent])
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):  # shutdown, not only close: the other direction's thread holds them too
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+
+def test_an_s3_transfer_broken_midway_is_asked_again_from_where_it_broke(bucket, s3_server, monkeypatch, caplog):
+    data = os.urandom(3 << 20)
+    store.write_bytes(f"s3://{bucket}/blob", data)
+    proxy = _CuttingProxy(os.environ["AWS_ENDPOINT_URL"], cut=1 << 20)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    monkeypatch.setattr(store, "_CLIENTS", store.S3Clients())  # a client for the proxy's address
+    got = b"".join(store.iter_range(f"s3://{bucket}/blob", 1000, len(data), piece=256 << 10))
+    assert proxy.broken == 1
+    assert got == data[1000:]
+    assert "asking again from there" in caplog.text
