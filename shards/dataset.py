@@ -53,7 +53,7 @@ def load_index(root: str, rec) -> ShardIndex:
     bounds = members.offsets.to_pylist()
     exts, offsets, sizes = (members.values.field(f) for f in ("ext", "offset", "size"))
     for ext in pc.unique(exts).to_pylist():
-        if not ext or "/" in ext or ext.startswith("."):
+        if "/" in ext or ext.startswith("."):
             raise UnsafeShardError(f"{uri}: bad member name {ext!r} in the index")
     if len(sizes) and not (pc.min(sizes).as_py() >= 0 and pc.max(sizes).as_py() <= MAX_MEMBER_BYTES):
         raise UnsafeShardError(f"{uri}: a member size in the index is outside 0..{MAX_MEMBER_BYTES} bytes")

@@ -212,7 +212,8 @@ class ShardStream:
         # local hints on a thread of their own: the kernel does part of a hint's work on the
         # caller's time (about 0.2 ms per MiB here), and a hint needs the GIL only briefly
         hinter = ThreadPoolExecutor(max_workers=1) if not remote and not self.cache_dir else None
-        buffer = bytearray(window)  # local reads: one at a time, each parsed before the next
+        # local reads, into one buffer: they are made one at a time, each parsed before the next
+        buffer = bytearray(0 if pool else window)
 
         def start(job: Callable[[], list[dict] | bytes]):
             return pool.submit(job) if pool else _Deferred(job)

@@ -471,9 +471,11 @@ class _CuttingProxy:
             s.close()
 
 
-def test_an_s3_transfer_broken_midway_is_asked_again_from_where_it_broke(bucket, s3_server, monkeypatch, caplog):
+def test_an_s3_transfer_broken_midway_is_asked_again_from_where_it_broke(bucket, s3_server, monkeypatch, caplog, tmp_path):
     data = os.urandom(3 << 20)
     store.write_bytes(f"s3://{bucket}/blob", data)
+    store.write_bytes(str(tmp_path / "blob"), data)
+    assert b"".join(store.iter_range(str(tmp_path / "blob"), 1000, len(data) + 10, piece=256 << 10)) == data[1000:]
     proxy = _CuttingProxy(os.environ["AWS_ENDPOINT_URL"], cut=1 << 20)
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
     monkeypatch.setattr(store, "_CLIENTS", store.S3Clients())  # a client for the proxy's address
