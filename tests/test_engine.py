@@ -140,7 +140,9 @@ class WhereAmI(Stage):
     name = "where"
     resources = Resources(batch_size=2, min_actors=2, max_actors=2, num_cpus=1)
     def __call__(self, items):
+        import time
         import ray
+        time.sleep(0.3)  # work that lasts: the first actor up must not finish it all alone
         node = ray.get_runtime_context().get_node_id()
         for it in items:
             it["node"] = node
@@ -151,9 +153,11 @@ def read(g):
     for i in range(g * 4, g * 4 + 4):
         yield {"_id": f"u{i:03d}", "x": i}
 
+# one CPU a node: two one-CPU actors cannot share a node, wherever Ray's scheduler would
+# rather pack them
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-cluster.add_node(num_cpus=2)
-cluster.add_node(num_cpus=2)
+cluster.add_node(num_cpus=1)
+cluster.add_node(num_cpus=1)
 cluster.wait_for_nodes()
 out = {}
 rt = RayRuntime(address=cluster.address)
