@@ -3,11 +3,9 @@
 write_vs_raw:      ShardWriter (hash, fsync, atomic rename)  / tarfile writing the same members
 read_local_vs_raw: ShardStream samples from local disk        / reading the same files' bytes
 read_s3_vs_raw:    ShardStream samples from moto S3            / boto3 GET of the same objects
-(from disk the reader reads each shard's index, then windows of samples and cuts members
-at their offsets; from S3 these 7.5 MB shards fit one read and are streamed through the tar
-parser instead. Every byte the reader reads, indexes included, is in its time.)
-read_s3_indexed_vs_raw, for information: the same S3 read with reads smaller than a shard,
-so that it goes through the indexes as it does for large shards.
+(from disk the reader reads each shard's index, then windows of samples, and cuts members
+at their offsets; from S3 each whole shard is one GET streamed through the tar parser. Every
+byte the reader reads, indexes included, is in its time.)
 
 "From local disk": before every timed run, of ours and of the raw read alike, the files
 are dropped from the page cache (posix_fadvise DONTNEED), so both read the disk. The same
@@ -36,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.s3server import moto_server  # noqa: E402
 from pipelines.synthetic.codec import depth_to_png_mm, encode_jpeg  # noqa: E402
 from schemas import Manifest, Sample  # noqa: E402
-from shards import reader, store  # noqa: E402
+from shards import store  # noqa: E402
 from shards.reader import ShardStream  # noqa: E402
 from shards.writer import SampleFiles, ShardWriter  # noqa: E402
 
@@ -160,12 +158,6 @@ def main() -> None:
                         pass
 
             t_raw_s3, t_ours_s3 = side_by_side(read_raw_s3, lambda: read_ours(s3root))
-            whole_shard_reads = reader.S3_WINDOW
-            reader.S3_WINDOW = 2 << 20  # below the shard size: index, then windows
-            try:
-                t_raw_s3i, t_ours_s3i = side_by_side(read_raw_s3, lambda: read_ours(s3root))
-            finally:
-                reader.S3_WINDOW = whole_shard_reads
 
         rates = {}
         try:
@@ -186,7 +178,6 @@ def main() -> None:
         print(f"read local disk: ours {N_SAMPLES / t_ours_l:.0f} samples/s ({mb / t_ours_l:.0f} MB/s), raw {mb / t_raw_l:.0f} MB/s")
         print(f"read page cache: ours {N_SAMPLES / t_ours_warm:.0f} samples/s ({mb / t_ours_warm:.0f} MB/s), raw {mb / t_raw_warm:.0f} MB/s")
         print(f"read s3: ours {N_SAMPLES / t_ours_s3:.0f} samples/s ({mb / t_ours_s3:.0f} MB/s), raw boto3 GET {mb / t_raw_s3:.0f} MB/s")
-        print(f"read s3 through the indexes (2 MiB reads): ours {mb / t_ours_s3i:.0f} MB/s, raw boto3 GET {mb / t_raw_s3i:.0f} MB/s")
         for k, v in rates.items():
             print(f"{k}: {v}")
         print(json.dumps({
@@ -196,7 +187,6 @@ def main() -> None:
             "read_local_vs_raw": round(t_raw_l / t_ours_l, 3),
             "read_s3_vs_raw": round(t_raw_s3 / t_ours_s3, 3),
             "read_page_cache_vs_raw": round(t_raw_warm / t_ours_warm, 3),
-            "read_s3_indexed_vs_raw": round(t_raw_s3i / t_ours_s3i, 3),
             **rates,
         }))
     finally:

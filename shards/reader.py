@@ -21,7 +21,9 @@ import io
 import json
 import logging
 import os
+import queue
 import random
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +48,7 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 # local disk streams best with small sequential reads hinted well ahead (bench/shards.py:
 # 16 MiB reads gave 0.6 of a plain read from disk, 2 MiB reads hinted 8 ahead 0.95).
 S3_WINDOW, S3_AHEAD = 16 << 20, 4
+S3_PIECE = 1 << 20  # a whole shard streams from S3 in pieces of this size
 LOCAL_WINDOW, LOCAL_AHEAD = 2 << 20, 8
 INDEX_HINTS = 4  # local index files hinted this many spans ahead
 
@@ -200,15 +203,19 @@ class ShardStream:
         out at the offset the index gives (no tar parsing, no bytes outside the span).
         Without one, the shard is read in chunks from its start through a tar parser and
         the samples outside the span are dropped: so are datasets written elsewhere, and
-        whole shards from S3 that fit one read (parsing one costs less than a request for
-        its index). The next reads are under way while the current one is handed out: on
-        a small thread pool from S3, where each read is parsed on the thread that made it,
+        whole shards from S3, each one GET streamed and parsed as it comes (a request per
+        window, and one for the index, cost more than parsing; webdataset reads shards the
+        same way). The next reads are under way while the current one is handed out: on a
+        small thread pool from S3, where each read is parsed on the thread that made it,
         and from local files by asking the kernel to read them ahead (threads there only
         fight over the GIL). Indexes are loaded a span ahead, not all at once: a worker
         may own thousands of shards."""
         remote = store.is_s3(self.root) and not self.cache_dir
         window, ahead = (S3_WINDOW, S3_AHEAD) if remote else (LOCAL_WINDOW, LOCAL_AHEAD)
         pool = ThreadPoolExecutor(max_workers=ahead) if remote else None
+        # indexes on a thread of their own: the planner waits for one, and must never wait
+        # behind shard streams that wait for the planner's consumer
+        indexer = ThreadPoolExecutor(max_workers=1) if remote else None
         # local hints on a thread of their own: the kernel does part of a hint's work on the
         # caller's time (about 0.2 ms per MiB here), and a hint needs the GIL only briefly
         hinter = ThreadPoolExecutor(max_workers=1) if not remote and not self.cache_dir else None
@@ -227,9 +234,11 @@ class ShardStream:
 
         def index_of(sp: Span):
             rec = self.manifest.shards[sp.shard]
-            if not (rec.index_url and rec.index_sha256) or (pool and rec.bytes <= window and sp.stop - sp.start == rec.samples):
+            if not (rec.index_url and rec.index_sha256) or (pool and sp.stop - sp.start == rec.samples):
                 return None
-            return start(partial(load_index, self.root, rec))
+            if indexer:
+                return indexer.submit(load_index, self.root, rec)
+            return _Deferred(partial(load_index, self.root, rec))
 
         def reads():  # (pending samples or bytes, parse or None) for every read, in order
             def hint_index(sp: Span):  # local indexes, a few spans ahead: their reads queue behind the shards'
@@ -247,8 +256,9 @@ class ShardStream:
                 rec = self.manifest.shards[sp.shard]
                 if this_index is None:
                     walk = _Walk(store.join(self.root, rec.url), sp)
-                    if pool and rec.bytes <= window:  # one GET, parsed as it streams in on its thread
-                        yield start(partial(_walk_stream, walk, rec.bytes)), None
+                    if pool:  # one GET, parsed on its thread as it streams in
+                        streams.append(_StreamedShard(pool, walk, rec.bytes))
+                        yield streams[-1], None
                         continue
                     for lo in range(0, rec.bytes, window):  # chunks, parsed in order here
                         if walk.done:
@@ -262,11 +272,18 @@ class ShardStream:
                     cut = partial(_slice, store.join(self.root, rec.url), index, i, j, a)
                     yield read(rec, a, b, cut), None
 
+        streams: list[_StreamedShard] = []
         try:
             for pending, parse in _read_ahead(reads(), ahead):
-                yield parse(pending.result()) if parse else pending.result()
+                if isinstance(pending, _StreamedShard):
+                    yield from pending.batches()
+                    streams.remove(pending)
+                else:
+                    yield parse(pending.result()) if parse else pending.result()
         finally:
-            for threads in (pool, hinter):
+            for stream in streams:  # the consumer stopped early: let their threads go
+                stream.stop.set()
+            for threads in (pool, indexer, hinter):
                 if threads:
                     threads.shutdown(cancel_futures=True)
 
@@ -313,15 +330,42 @@ def _slice(uri: str, index: ShardIndex, i: int, j: int, a: int, data) -> list[di
     return out
 
 
-def _walk_stream(walk: _Walk, size: int) -> list[dict]:
-    """A whole shard streamed through its walk."""
-    out, got = [], 0
-    for piece in store.iter_range(walk.uri, 0, size):
-        got += len(piece)
-        out += walk(piece, last=False)
-    if got != size:
-        raise UnsafeShardError(f"{walk.uri}: {got} bytes where the manifest says {size} (truncated shard?)")
-    return out + walk(b"", last=True)
+class _StreamedShard:
+    """A whole shard streamed from S3 through its walk on a pool thread, its samples handed
+    over in batches through a bounded queue: memory stays at `depth` pieces (of 1 MiB)
+    however large the shard."""
+
+    def __init__(self, pool: ThreadPoolExecutor, walk: _Walk, size: int, depth: int = 8):
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.future = pool.submit(self._produce, walk, size)
+
+    def _produce(self, walk: _Walk, size: int) -> None:
+        got = 0
+        try:
+            for piece in store.iter_range(walk.uri, 0, size, S3_PIECE):
+                if self.stop.is_set():
+                    return
+                got += len(piece)
+                self._put(walk(piece, last=False))
+            if got != size:
+                raise UnsafeShardError(f"{walk.uri}: {got} bytes where the manifest says {size} (truncated shard?)")
+            self._put(walk(b"", last=True))
+        finally:
+            self._put(None)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def batches(self) -> Iterator[list[dict]]:
+        while (batch := self.queue.get()) is not None:
+            yield batch
+        self.future.result()  # what went wrong on the thread is raised here
 
 
 class _Walk:

@@ -483,3 +483,37 @@ def test_an_s3_transfer_broken_midway_is_asked_again_from_where_it_broke(bucket,
     assert proxy.broken == 1
     assert got == data[1000:]
     assert "asking again from there" in caplog.text
+
+
+def test_s3_shards_stream_in_small_pieces_and_a_reader_stopped_early_lets_its_threads_go(bucket, monkeypatch, tmp_path):
+    """A whole shard from S3 is one GET parsed as it streams, its samples queued in a
+    bounded buffer: with pieces far smaller than a shard the queue fills and drains many
+    times, and the samples are those read from disk; a consumer that stops early leaves
+    no thread behind."""
+    import threading
+    import time
+
+    import shards.reader as reader
+
+    monkeypatch.setattr(reader, "S3_PIECE", 700)  # about 40 pieces a shard, queue depth 8
+    root = f"s3://{bucket}/pieces"
+    m = make_dataset(root, 24, per_shard=12)
+    assert m.shards[0].bytes > 20 * 700
+    local = make_dataset(str(tmp_path), 24, per_shard=12)
+    assert [s.sha256 for s in m.shards] == [s.sha256 for s in local.shards]
+
+    def read(where):
+        return [{k: v for k, v in x.items() if k != "__shard__"} for x in ShardStream(where, decode=False, shuffle_buffer=1).iter_worker()]
+
+    assert read(root) == read(str(tmp_path))
+    before = threading.active_count()
+    it = ShardStream(root, decode=False, shuffle_buffer=1).iter_worker()
+    next(it)
+    closer = threading.Thread(target=it.close, daemon=True)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "closing a reader stopped early hung"
+    deadline = time.time() + 10
+    while threading.active_count() > before and time.time() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before
