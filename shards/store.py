@@ -172,9 +172,8 @@ def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> by
 def iter_range(uri: str, start: int, end: int, piece: int = 1 << 20) -> Iterator[bytes]:
     """Bytes [start, end) of an object in pieces of at most `piece` bytes (fewer in all
     only past the object's end). S3: one GET streamed, asked again from where it broke if
-    the transfer fails midway. Small pieces, not one buffer: memory used once and freed
-    is reused, while filling fresh memory costs a page fault per 4 KiB (that doubled the
-    CPU time of a large GET here)."""
+    the transfer fails midway. Pieces, not one buffer, so that a reader can parse a shard
+    of any size as it arrives while holding only a few pieces of it."""
     if not is_s3(uri):
         with open(uri, "rb", buffering=0) as fh:
             fh.seek(start)
