@@ -5,6 +5,6 @@ Nothing here knows about robots, GEM or QA samples.
 
 from engine.pipeline import GroupResult, Pipeline, RunStats
 from engine.runtime import RayRuntime
-from engine.stage import ItemError, Resources, Stage
+from engine.stage import ItemError, Resources, Stage, reject
 
-__all__ = ["GroupResult", "ItemError", "Pipeline", "RayRuntime", "Resources", "RunStats", "Stage"]
+__all__ = ["GroupResult", "ItemError", "Pipeline", "RayRuntime", "Resources", "RunStats", "Stage", "reject"]

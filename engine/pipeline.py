@@ -50,24 +50,6 @@ class RunStats:
     wall_s: float = 0.0
     startup_s: float = 0.0
 
-    @property
-    def error_rate(self) -> float:
-        return self.failed / self.units if self.units else 0.0
-
-    def as_dict(self) -> dict:
-        return {
-            "groups_total": self.groups_total,
-            "groups_skipped": self.groups_skipped,
-            "groups_committed": self.groups_committed,
-            "units": self.units,
-            "failed": self.failed,
-            "error_rate": round(self.error_rate, 6),
-            "errors_by_category": dict(sorted(self.by_category.items())),
-            "stages": self.stages,
-            "wall_s": round(self.wall_s, 3),
-            "startup_s": round(self.startup_s, 3),
-        }
-
 
 def _read_group(read_fn: ReadFn, group: int, payload: Any) -> Iterator[dict]:
     """Items of one group, then its marker. A reader that raises quarantines the rest of
@@ -286,7 +268,10 @@ class Pipeline:
             # object store, so a restarted actor can always rebuild it
             actor_cls = type(f"Stage_{stage.name}", (_StageActor,), {"STAGE": stage, "METRICS": metrics})
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # max_restarts has no named parameter yet
+                # Ray 2.60-2.63 warn that `**ray_remote_args` goes in 2.64, but bounded actor
+                # restarts have no named parameter yet (Ray Data's default restarts forever,
+                # so an item that kills its actor would loop); pyproject pins ray<2.64.
+                warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", category=DeprecationWarning)
                 ds = ds.map_batches(
                     actor_cls,
                     compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),

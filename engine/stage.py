@@ -2,6 +2,12 @@
 
 Items are plain dicts. A stage adds fields to the items it is given and returns them;
 it never sees items that failed upstream, nor the engine's markers.
+
+An item the stage has judged (filtered, or the model's answer to it is invalid) is an
+outcome, not a failure of the batch: the stage returns `reject(item, category, message)`
+in its place and the rest of the batch is kept as computed. Exceptions are for failures;
+an `ItemError` naming one item of the batch quarantines that item and re-runs the others
+together, anything else is retried item by item.
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ class ItemError(Exception):
         self.category = category
         self.item_id = item_id
         self.retryable = retryable
+
+
+def reject(item: dict, category: str, message: str) -> dict:
+    """Mark `item` as judged by the stage, with a quarantine category (e.g. "no_detection"):
+    returned among the batch's results, it is quarantined without re-running anything."""
+    item["_error"] = {"stage": "", "category": category, "message": message, "attempts": 1, "traceback": ""}
+    return item
 
 
 def _permanent(exc: BaseException) -> bool:
@@ -82,20 +95,18 @@ def _category(exc: BaseException) -> str:
 
 @dataclass
 class StageRunner:
-    """Wraps a stage with batching policy: retry transient failures with backoff, then
-    bisect to single items so that only the items that keep failing are quarantined."""
+    """Wraps a stage with batching policy: items the stage rejects are quarantined as they
+    come back; an ItemError naming one item quarantines it and re-runs the rest as one batch;
+    other failures are retried with backoff item by item, so that only the items that keep
+    failing are quarantined."""
 
     stage: Stage
     ready: bool = False
-    calls: int = 0
-    setups: int = 0
-    busy_s: float = 0.0
     sleep: object = field(default=time.sleep, repr=False)
 
     def ensure_setup(self) -> None:
         if not self.ready:
             self.stage.setup()
-            self.setups += 1
             self.ready = True
 
     def run(self, items: list[dict]) -> list[dict]:
@@ -106,17 +117,14 @@ class StageRunner:
             return items
         t0 = time.perf_counter()
         results = self._run_batch([items[i] for i in live])
-        dt = time.perf_counter() - t0
-        self.busy_s += dt
+        per_item = (time.perf_counter() - t0) / len(live)
         out = list(items)
-        per_item = dt / len(live)
         for i, res in zip(live, results, strict=True):
             res.setdefault("_timing", {})[self.stage.name] = per_item
             out[i] = res
         return out
 
     def _call(self, batch: list[dict]) -> list[dict]:
-        self.calls += 1
         # a stage mutates items; give it copies so a failed attempt leaves no half-written fields
         result = self.stage([dict(b) for b in batch])
         if not isinstance(result, list) or len(result) != len(batch):
@@ -125,6 +133,10 @@ class StageRunner:
                 f"{len(result) if isinstance(result, list) else '?'} items for {len(batch)}",
                 "invalid_output",
             )
+        for res in result:
+            if "_error" in res and not res["_error"]["stage"]:  # rejected by this stage just now
+                res["_error"]["stage"] = self.stage.name
+                log.info("%s at stage %s: %s", res.get("_id", "?"), self.stage.name, res["_error"]["message"])
         return result
 
     def _run_batch(self, batch: list[dict]) -> list[dict]:
@@ -133,6 +145,12 @@ class StageRunner:
         except Exception as exc:  # noqa: BLE001 - every failure is either retried or quarantined
             if len(batch) == 1:
                 return [self._run_single(batch[0], exc)]
+            named = [k for k, b in enumerate(batch) if isinstance(exc, ItemError) and exc.item_id is not None and b.get("_id") == exc.item_id]
+            if named and _permanent(exc):
+                # the stage judged one item: quarantine it, run the others together again
+                k = named[0]
+                rest = self._run_batch(batch[:k] + batch[k + 1 :])
+                return rest[:k] + [self._quarantine(batch[k], exc, 1)] + rest[k:]
             log.debug("stage %s: batch of %d failed (%s); retrying items singly", self.stage.name, len(batch), exc)
             return [self._run_single(b, None) for b in batch]
 

@@ -135,12 +135,12 @@ def ls_episodes(
 def _reader_options(key_map: Path | None) -> dict:
     if key_map is None:
         return {}
-    import yaml
+    from schemas import load_yaml
 
     try:
-        return {"key_map": yaml.safe_load(key_map.read_text())}
-    except (OSError, yaml.YAMLError) as e:
-        _fail(f"cannot read key map {key_map}: {e}")
+        return {"key_map": load_yaml(key_map, "key map")}
+    except ValueError as e:
+        _fail(str(e))
 
 
 def _parse_overrides(values: list[str]) -> dict[str, str]:
@@ -176,14 +176,10 @@ def build(
     """Build GEM-4M shards from a source (the main job)."""
     from pipelines.build import BuildError, run_build
     from pipelines.recipes import load_recipe
-    from schemas import BuildConfig
+    from schemas import BuildConfig, load_yaml
 
     try:
-        settings = {}
-        if backend_config is not None:
-            import yaml
-
-            settings = yaml.safe_load(backend_config.read_text()) or {}
+        settings = load_yaml(backend_config, "backend config") if backend_config is not None else {}
         cfg = BuildConfig(
             source=source, input=input, output=output, recipe=load_recipe(recipe), backends=backends,
             backend_params=settings, reader_options=_reader_options(key_map),
@@ -193,16 +189,10 @@ def build(
         )
     except (ValidationError, ValueError, OSError) as e:
         _fail(f"invalid configuration:\n{e}")
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from shards.store import StoreError
-
     try:
-        result = run_build(cfg)
+        result = run_build(cfg)  # store failures arrive as a BuildError (exit 3: rerun)
     except BuildError as e:
         _fail(str(e), e.exit_code)
-    except (StoreError, BotoCoreError, ClientError) as e:
-        _fail(f"object store error: {e}\nrerun the same command when the store is back; committed work is kept", 3)
     console.print(escape(result.summary))
     if result.report.get("quality"):
         console.print(escape(f"quality: {json.dumps(result.report['quality'])}"))
@@ -210,9 +200,6 @@ def build(
         console.print(escape(f"look at: {output}/manifest.json, {output}/report.html, {output}/errors.parquet"))
     raise typer.Exit(result.exit_code)
 
-
-if __name__ == "__main__":
-    app()
 
 
 @app.command()
@@ -336,8 +323,8 @@ def depth_sample(
     image: Annotated[Path, typer.Option(help="An RGB image (JPEG or PNG).")],
     out: Annotated[Path, typer.Option(help="Where to write the colour-mapped depth PNG.")],
     prompt: Annotated[str, typer.Option(help="The question the image comes with.")] = "<image>\nWhat is on the table?",
-    steps: Annotated[int, typer.Option(min=1, help="Euler steps of the flow.")] = 20,
-    cfg_scale: Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance scale.")] = 2.0,
+    steps: Annotated[int | None, typer.Option(min=1, help="Euler steps of the flow; default: the run's sample_steps.")] = None,
+    cfg_scale: Annotated[float | None, typer.Option(min=1.0, help="Classifier-free guidance scale; default: the run's cfg_scale.")] = None,
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
 ) -> None:
     """Render the depth the trained head predicts for an image."""
@@ -347,7 +334,9 @@ def depth_sample(
     from trainer.evaluate import render_depth_png
     from trainer.train import load_trained
 
-    model, collate, _ = load_trained(run)
+    model, collate, cfg = load_trained(run)
+    steps = steps or cfg.sample_steps
+    cfg_scale = cfg_scale or cfg.cfg_scale
     rgb = decode_image(image.read_bytes(), str(image))
     sample = {"__key__": "x", "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": "."}],
               "images": [rgb], "depth": [np.ones(rgb.shape[:2], np.float32)], "depth_valid": [np.ones(rgb.shape[:2], bool)]}
@@ -373,3 +362,7 @@ def preview(
     except DatasetError as e:
         _fail(str(e), 1)
     console.print(escape(f"{res['cards']} cards ({res['errors']} error cards): open {res['out']}"))
+
+
+if __name__ == "__main__":  # last: every command above is registered by now
+    app()

@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from engine import ItemError, Resources, Stage
+from engine import ItemError, Resources, Stage, reject
 from pipelines.backends import rle
 from pipelines.backends.lk import trajectory_from_tracks
 from pipelines.backends.protocols import SegmentRequest
@@ -23,7 +23,7 @@ def _decode(item: dict, i: int) -> np.ndarray:
     try:
         return decode_image(item["frames"][i], f"{item['episode_id']} frame {item['frame_indices'][i]}")
     except ValueError as e:
-        raise ItemError(str(e), "decode_error") from e
+        raise ItemError(str(e), "decode_error", item["_id"]) from e
 
 
 class _BackendStage(Stage):
@@ -48,12 +48,17 @@ class ObjectsStage(_BackendStage):
 
     def __call__(self, items: list[dict]) -> list[dict]:
         phrases = self.backend.extract([it["text"] for it in items])
+        out = []
         for it, ph in zip(items, phrases, strict=True):
-            if not ph.object:
-                raise ItemError(f"no object phrase found in {it['text']!r}", "no_object", it["_id"])
-            it["object"], it["target"] = ph.object, ph.target
-            self._stamp(it)
-        return items
+            if ph.invalid:
+                out.append(reject(it, "invalid_output", ph.invalid))
+            elif not ph.object:
+                out.append(reject(it, "no_object", f"no object phrase found in {it['text']!r}"))
+            else:
+                it["object"], it["target"] = ph.object, ph.target
+                self._stamp(it)
+                out.append(it)
+        return out
 
 
 class MasksStage(_BackendStage):
@@ -71,14 +76,17 @@ class MasksStage(_BackendStage):
             sensor = decode_png16(it["sensor_mask"]) if it.get("sensor_mask") is not None else None
             reqs.append(SegmentRequest(_decode(it, 0), it["object"], sensor, it.get("instance_names")))
         results = self.backend.segment(reqs)
+        out = []
         for it, dets in zip(items, results, strict=True):
             dets = [d for d in dets if d.score >= self.min_score]
             if not dets:
-                raise ItemError(f"no mask for {it['object']!r} in frame {it['frame_indices'][0]}", "no_detection", it["_id"])
+                out.append(reject(it, "no_detection", f"no mask for {it['object']!r} in frame {it['frame_indices'][0]}"))
+                continue
             best = max(dets, key=lambda d: (d.score, rle.area(d.rle)))
             it["mask_rle"], it["mask_score"], it["box_px"] = best.rle, best.score, list(best.box)
             self._stamp(it)
-        return items
+            out.append(it)
+        return out
 
 
 class TracksStage(_BackendStage):
@@ -93,7 +101,9 @@ class TracksStage(_BackendStage):
         self.seed = seed
 
     def __call__(self, items: list[dict]) -> list[dict]:
+        out = []
         for it in items:
+            out.append(it)
             if it["kind"] != "planning":
                 continue
             mask = rle.decode(it["mask_rle"])
@@ -105,11 +115,12 @@ class TracksStage(_BackendStage):
             tracks = self.backend.track(frames, queries)
             path, visible = trajectory_from_tracks(tracks)
             if not np.isfinite(path).all():
-                raise ItemError("tracker returned non-finite points", "invalid_output", it["_id"])
+                out[-1] = reject(it, "invalid_output", "tracker returned non-finite points")
+                continue
             it["path_px"] = np.round(path, 3).tolist()
             it["path_visible"] = visible.tolist()
             self._stamp(it)
-        return items
+        return out
 
 
 class DepthStage(_BackendStage):
@@ -185,7 +196,8 @@ class SamplesStage(Stage):
             try:
                 samples, quality = self.builder.build(it)
             except ValueError as e:  # pydantic ValidationError is a ValueError
-                raise ItemError(f"{it['_id']}: {e}", "invalid_output", it["_id"]) from e
+                out.append(reject(it, "invalid_output", f"{it['_id']}: {e}"))
+                continue
             # keep only what the committer needs: the heavy inputs stay behind
             out.append(
                 {

@@ -14,6 +14,7 @@ from schemas.config import (
     ShardTargets,
     StageSettings,
 )
+from schemas.files import load_yaml, parse_yaml
 from schemas.manifest import Manifest, ShardRecord
 from schemas.sample import (
     Annotations,
@@ -34,6 +35,8 @@ __all__ = [
     "FrameSampling",
     "GroundingRecipe",
     "ImageRef",
+    "load_yaml",
+    "parse_yaml",
     "Manifest",
     "PlanningRecipe",
     "Provenance",

@@ -11,9 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-import random
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,28 +50,26 @@ def join(base: str, *parts: str) -> str:
     return out
 
 
-def retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay: float = 0.2) -> T:
-    """Call `fn` with exponential backoff and jitter on transient I/O errors."""
+def s3_call(fn: Callable[[], T], what: str) -> T:
+    """Call `fn` once; botocore has already retried it (standard mode, S3_ATTEMPTS in all).
+    What still fails becomes a StoreError naming `what`; answers that mean "not there" or
+    "not allowed" pass through as they are, for the caller to judge."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except PreconditionFailed:
+    try:
+        return fn()
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket", "AccessDenied", "403", "PreconditionFailed", "412"):
             raise
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403", "PreconditionFailed", "412"):
-                raise
-            err: Exception = e
-        except (BotoCoreError, ConnectionError, TimeoutError) as e:
-            err = e
-        if attempt == attempts - 1:
-            raise StoreError(f"{what}: failed after {attempts} attempts: {err}") from err
-        delay = base_delay * (2**attempt) * (0.5 + random.random())
-        log.warning("%s: %s; retrying in %.1fs", what, err, delay)
-        time.sleep(delay)
-    raise AssertionError("unreachable")
+        raise StoreError(f"{what}: {e}") from e
+    except (BotoCoreError, ConnectionError, TimeoutError) as e:
+        raise StoreError(f"{what}: failed after {S3_ATTEMPTS} attempts: {e}") from e
+
+
+# One retry layer: botocore's, with exponential backoff and jitter. A stalled server costs
+# S3_ATTEMPTS x GEM_DATA_S3_TIMEOUT at most before a clear StoreError.
+S3_ATTEMPTS = 5
 
 
 @dataclass
@@ -92,7 +88,7 @@ class S3Clients:
             # before it is retried (botocore's default is 60 s)
             timeout = float(os.environ.get("GEM_DATA_S3_TIMEOUT", "60"))
             cfg = Config(
-                retries={"max_attempts": 5, "mode": "standard"},
+                retries={"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
                 max_pool_connections=32,
                 connect_timeout=timeout,
                 read_timeout=timeout,
@@ -116,7 +112,7 @@ def open_read(uri: str) -> BinaryIO:
     """A streaming binary reader (S3: one GET streamed; memory stays small)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        body = retry(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"], f"GET {uri}")
+        body = s3_call(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"], f"GET {uri}")
         return io.BufferedReader(_StreamingBody(body), buffer_size=1 << 20)
     return open(uri, "rb", buffering=1 << 20)
 
@@ -161,7 +157,7 @@ def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> by
         kw = {}
         if start is not None:
             kw["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        return retry(lambda: s3_client().get_object(Bucket=bucket, Key=key, **kw)["Body"].read(), f"GET {uri}")
+        return s3_call(lambda: s3_client().get_object(Bucket=bucket, Key=key, **kw)["Body"].read(), f"GET {uri}")
     with open(uri, "rb") as fh:
         if start is not None:
             fh.seek(start)
@@ -189,7 +185,7 @@ def iter_range(uri: str, start: int, end: int, piece: int = 1 << 20) -> Iterator
     bucket, key = split_s3(uri)
     breaks = 0
     while start < end:
-        body = retry(lambda at=start: s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={at}-{end - 1}")["Body"], f"GET {uri}")
+        body = s3_call(lambda at=start: s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={at}-{end - 1}")["Body"], f"GET {uri}")
         try:
             while start < end:
                 data = body.read(min(piece, end - start))
@@ -258,7 +254,7 @@ def exists(uri: str) -> bool:
 
         bucket, key = split_s3(uri)
         try:
-            retry(lambda: s3_client().head_object(Bucket=bucket, Key=key), f"HEAD {uri}")
+            s3_call(lambda: s3_client().head_object(Bucket=bucket, Key=key), f"HEAD {uri}")
             return True
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
@@ -270,7 +266,7 @@ def exists(uri: str) -> bool:
 def size(uri: str) -> int:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        return int(retry(lambda: s3_client().head_object(Bucket=bucket, Key=key), f"HEAD {uri}")["ContentLength"])
+        return int(s3_call(lambda: s3_client().head_object(Bucket=bucket, Key=key), f"HEAD {uri}")["ContentLength"])
     return os.path.getsize(uri)
 
 
@@ -281,7 +277,7 @@ def list_files(prefix: str) -> list[str]:
         key = key.rstrip("/") + "/" if key else ""
         out = []
         paginator = s3_client().get_paginator("list_objects_v2")
-        for page in retry(lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)), f"LIST {prefix}"):
+        for page in s3_call(lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)), f"LIST {prefix}"):
             out += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
         return sorted(out)
     root = Path(prefix)
@@ -301,7 +297,7 @@ def write_bytes(uri: str, data: bytes, if_none_match: bool = False) -> None:
         bucket, key = split_s3(uri)
         kw = {"IfNoneMatch": "*"} if if_none_match else {}
         try:
-            retry(lambda: s3_client().put_object(Bucket=bucket, Key=key, Body=data, **kw), f"PUT {uri}")
+            s3_call(lambda: s3_client().put_object(Bucket=bucket, Key=key, Body=data, **kw), f"PUT {uri}")
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
                 raise PreconditionFailed(f"{uri}: already exists") from e
@@ -334,44 +330,20 @@ def write_bytes(uri: str, data: bytes, if_none_match: bool = False) -> None:
 
 
 def upload_file(local_path: str, uri: str) -> None:
-    """Upload a finished local file: one PUT when small, else a multipart upload that is
-    completed only after every part arrived (a crash leaves no visible object)."""
+    """Upload a finished local file with s3transfer: one PUT when small, else a multipart
+    upload of parallel parts, completed only after every part arrived and aborted on error
+    (a crash leaves no visible object; `abort_stale_uploads` clears what a kill leaves)."""
+    from boto3.exceptions import S3UploadFailedError
+    from boto3.s3.transfer import TransferConfig
+
     if not is_s3(uri):
         raise ValueError(f"{uri}: not an S3 URI")
     bucket, key = split_s3(uri)
-    n = os.path.getsize(local_path)
-    client = s3_client()
-    if n <= PART_SIZE:
-        with open(local_path, "rb") as fh:
-            data = fh.read()
-        retry(lambda: client.put_object(Bucket=bucket, Key=key, Body=data), f"PUT {uri}")
-        return
-    upload_id = retry(lambda: client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"], f"CREATE MPU {uri}")
+    cfg = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE, max_concurrency=4, use_threads=True)
     try:
-        parts = []
-        with open(local_path, "rb") as fh:
-            number = 1
-            while chunk := fh.read(PART_SIZE):
-                etag = retry(
-                    lambda c=chunk, k=number: client.upload_part(
-                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=k, Body=c
-                    )["ETag"],
-                    f"UPLOAD PART {number} {uri}",
-                )
-                parts.append({"ETag": etag, "PartNumber": number})
-                number += 1
-        retry(
-            lambda: client.complete_multipart_upload(
-                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            ),
-            f"COMPLETE MPU {uri}",
-        )
-    except BaseException:
-        try:
-            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        except Exception:  # the next run's cleanup aborts it
-            log.warning("%s: could not abort multipart upload %s", uri, upload_id)
-        raise
+        s3_call(lambda: s3_client().upload_file(local_path, bucket, key, Config=cfg), f"PUT {uri}")
+    except S3UploadFailedError as e:
+        raise StoreError(f"PUT {uri}: {e}") from e
 
 
 def abort_stale_uploads(prefix: str) -> int:
@@ -380,10 +352,10 @@ def abort_stale_uploads(prefix: str) -> int:
         return 0
     bucket, key = split_s3(prefix)
     client = s3_client()
-    resp = retry(lambda: client.list_multipart_uploads(Bucket=bucket, Prefix=key), f"LIST MPU {prefix}")
+    resp = s3_call(lambda: client.list_multipart_uploads(Bucket=bucket, Prefix=key), f"LIST MPU {prefix}")
     n = 0
     for up in resp.get("Uploads", []):
-        retry(
+        s3_call(
             lambda u=up: client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]),
             f"ABORT MPU {up['Key']}",
         )

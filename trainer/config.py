@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas import load_yaml
 
 
 class _Strict(BaseModel):
@@ -100,9 +101,4 @@ class TrainConfig(_Strict):
 
 
 def load_config(path: str | Path) -> TrainConfig:
-    p = Path(path)
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ValueError(f"{p}: {e}") from e
-    return TrainConfig.model_validate(doc or {})
+    return TrainConfig.model_validate(load_yaml(path, "trainer config"))

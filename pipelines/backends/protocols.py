@@ -16,6 +16,7 @@ import numpy as np
 class ObjectPhrase:
     object: str | None  # the manipulated object, e.g. "red mug"
     target: str | None = None  # where it goes, e.g. "blue bowl"
+    invalid: str | None = None  # why the model's answer was unusable (the unit is quarantined)
 
 
 @dataclass

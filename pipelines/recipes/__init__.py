@@ -5,9 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
-from schemas import Recipe
+from schemas import Recipe, parse_yaml
 
 
 def load_recipe(path: str | Path | None = None) -> Recipe:
@@ -20,10 +18,7 @@ def load_recipe(path: str | Path | None = None) -> Recipe:
         if not p.exists():
             raise ValueError(f"recipe file {p} does not exist")
         text, where = p.read_text(), str(p)
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{where}: not valid YAML: {e}") from e
+    doc = parse_yaml(text, where) or {}
     if not isinstance(doc, dict):
         raise ValueError(f"{where}: a recipe is a mapping of fields, got {type(doc).__name__}")
     return Recipe.model_validate(doc)
