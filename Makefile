@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 TORCH := torch==2.13.0
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install chromium demo test test-fast bench lint chaos clean
+ENVS ?= .envs
+MODEL_TESTS := qwen3 sam3 cotracker3 depth_anything_3
+
+.PHONY: install chromium demo demo-models model-envs test test-fast test-models bench bench-models lint chaos clean
 
 install: $(STAMP)
 
@@ -36,16 +39,42 @@ demo: install
 	@echo "See samples: $(BIN)/gem-data preview out/demo --out out/demo-preview && open out/demo-preview/index.html"
 	@echo "Check it:    $(BIN)/gem-data validate out/demo"
 
+# One Python environment per model backend (pinned, reused while its recipe is unchanged).
+model-envs: install
+	$(BIN)/gem-data models envs --dir $(ENVS)
+
+# The four real model libraries on the CPU: random weights with the real layout, two
+# episodes of the bundled sample through `gem-data build`, then `gem-data validate`.
+demo-models: model-envs
+	$(BIN)/gem-data models init-random --out out/models-random --envs $(ENVS)
+	$(BIN)/gem-data build --source droid --output out/demo-models --backends gpu \
+	    --backend-config out/models-random/backends.yaml --limit-episodes 2 --episodes-per-partition 1
+	$(BIN)/gem-data validate out/demo-models
+	@echo "Look at out/demo-models/report.html: every stage ran its real model (random weights)."
+
 test: install chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not models"
+	$(MAKE) --no-print-directory test-models
 
 test-fast: install chromium
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not models"
+
+# Each backend's tests run inside its own environment; then a build through all four.
+test-models: model-envs
+	@set -e; for b in $(MODEL_TESTS); do \
+	  echo "== models: $$b (in $(ENVS)/$$b)"; \
+	  GEM_DATA_MODEL_ENV=$$b $(ENVS)/$$b/bin/python -m pytest -q -p no:cacheprovider tests/test_models_$$b.py; \
+	done
+	GEM_DATA_MODEL_ENV=all GEM_DATA_ENVS=$(ENVS) $(BIN)/python -m pytest -q -m models tests/test_models_build.py
 
 bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/shards.py
 	$(BIN)/python bench/scale.py
+
+# Each model backend at its real size on this CPU (for information; docs/gpu.md).
+bench-models: model-envs
+	$(BIN)/python bench/models.py --envs $(ENVS)
 
 # The fault suite at full strength (`make test` runs it with CHAOS_ROUNDS=3).
 chaos: install chromium
@@ -55,4 +84,4 @@ lint: install
 	$(BIN)/ruff check engine pipelines schemas shards trainer tests bench
 
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache  # the model environments stay: rm -rf $(ENVS) to rebuild them

@@ -146,10 +146,13 @@ def probe_caps(source: str, reader_options: dict, groups) -> registry.SourceCaps
 def make_stages(cfg: BuildConfig, chosen: dict[str, str]) -> list:
     r = cfg.recipe
 
+    gpu = registry.cuda_available()
+    cluster = cfg.ray_address is not None
+
     def backend(stage: str):
         name = chosen[stage]
         settings = cfg.backend_params.get(name)
-        return registry.instantiate(stage, name, settings.params if settings else None), registry.resources_for(name, settings)
+        return registry.instantiate(stage, name, settings), registry.resources_for(name, settings, gpu=gpu, cluster=cluster)
 
     objects = ObjectsStage(*backend("objects"))
     masks = MasksStage(*backend("masks"))
@@ -210,7 +213,8 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
     groups = plan_groups(partitions, cfg.limit_episodes)
     caps = probe_caps(cfg.source, reader_options, groups)
     try:
-        chosen = registry.choose(cfg.backends.value, cfg.stage_backends, caps)
+        chosen = registry.choose(cfg.backends.value, cfg.stage_backends, caps, settings=cfg.backend_params,
+                                 cluster=cfg.ray_address is not None)
     except registry.BackendUnavailable as e:
         raise BuildError(str(e)) from e
     chash = config_hash(cfg, input_uri, chosen)
@@ -226,7 +230,13 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
     store.remove_stale_temps(out)
     ledger = _read_ledger(out, chash)
     truth = find_truth(input_uri)
-    stages = make_stages(cfg, chosen)
+    try:
+        stages = make_stages(cfg, chosen)
+        for s in stages:  # weights where the settings say, and whole: before any work
+            if hasattr(getattr(s, "backend", None), "check"):
+                s.backend.check()
+    except (TypeError, ValueError) as e:  # unknown params, bad device, missing or damaged weights
+        raise BuildError(f"cannot start: {e}") from e
     pipeline = Pipeline(
         stages,
         UnitReader(cfg.source, reader_options, cfg.recipe, truth),
@@ -428,6 +438,8 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
         "source": cfg.source,
         "input": input_uri,
         "backends": {k: v for k, v in chosen.items()},
+        # name, library version and parameters of each stage's backend, as its actors record them
+        "backend_details": {k: v for k, v in backends.items() if not k.startswith("_")},
         "samples": manifest.samples,
         "shards": len(manifest.shards),
         "bytes": manifest.bytes,

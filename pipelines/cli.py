@@ -364,5 +364,53 @@ def preview(
     console.print(escape(f"{res['cards']} cards ({res['errors']} error cards): open {res['out']}"))
 
 
+models_app = typer.Typer(no_args_is_help=True, help="Model environments and random weights with the real layout.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("envs")
+def models_envs(
+    dir: Annotated[Path, typer.Option("--dir", help="Where the environments go, one directory per backend.")] = Path(".envs"),
+    backend: Annotated[list[str] | None, typer.Option("--backend", help="Only these backends (repeatable).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even where the recipe has not changed.")] = False,
+) -> None:
+    """Build (or reuse) one Python environment per model backend, with pinned versions."""
+    from pipelines.envs import RECIPES
+    from pipelines.models import build_envs
+
+    unknown = set(backend or []) - set(RECIPES)
+    if unknown:
+        _fail(f"unknown backend(s) {sorted(unknown)}; choose from {sorted(RECIPES)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        for env in build_envs(dir, backend, force):
+            console.print(escape(f"{env.name}: {env}"))
+    except RuntimeError as e:
+        _fail(str(e), 1)
+
+
+@models_app.command("init-random")
+def models_init_random(
+    out: Annotated[Path, typer.Option(help="Where the weights and backends.yaml go.")],
+    envs: Annotated[Path, typer.Option(help="The environments made by `gem-data models envs`.")] = Path(".envs"),
+    size: Annotated[str, typer.Option(help="small (reduced widths and depths of the real architectures) or full.")] = "small",
+    backend: Annotated[list[str] | None, typer.Option("--backend", help="Only these backends (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Weight seed.")] = 0,
+) -> None:
+    """Random weights laid out as the real ones, and a --backend-config that runs them on the CPU."""
+    from pipelines.models import MODULES, init_random
+
+    if size not in ("small", "full"):
+        _fail(f"--size is small or full, not {size!r}")
+    unknown = set(backend or []) - set(MODULES)
+    if unknown:
+        _fail(f"unknown backend(s) {sorted(unknown)}; choose from {sorted(MODULES)}")
+    try:
+        path = init_random(out, envs, size, backend, seed)
+    except (FileNotFoundError, RuntimeError) as e:
+        _fail(str(e), 1)
+    console.print(escape(f"wrote {path}: pass it as --backend-config with --backends gpu"))
+
+
 if __name__ == "__main__":  # last: every command above is registered by now
     app()

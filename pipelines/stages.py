@@ -142,8 +142,9 @@ class DepthStage(_BackendStage):
                 for f in it["depth_frames"]:
                     images.append(_decode(it, it["frame_indices"].index(f)))
                     owners.append(it)
+            focal = [it.get("focal_px") for it in owners]
             try:
-                results = self.backend.estimate(images)
+                results = self.backend.estimate(images, focal)
             except ValueError as e:
                 raise ItemError(str(e), "unsupported") from e
             for it in need:
@@ -151,6 +152,7 @@ class DepthStage(_BackendStage):
             for it, res in zip(owners, results, strict=True):
                 it["depth"].append(depth_to_png_mm(res.metres))
                 it["depth_kind"], it["depth_metric"] = "model", bool(res.metric)
+                it["depth_focal_px"], it["depth_focal_basis"] = res.focal_px, res.focal_basis
             for it in need:
                 self._stamp(it)
         return items

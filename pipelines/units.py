@@ -71,6 +71,7 @@ def episode_units(ep: Episode, recipe: Recipe, truth: dict | None = None) -> lis
         "success": ep.success,
         "fps": ep.fps,
         "has_sensor_depth": cam in ep.depth,
+        "focal_px": ep.focal_px.get(cam),
         "instance_names": ep.masks[cam].names if cam in ep.masks else None,
     }
     units: list[dict] = []

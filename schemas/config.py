@@ -80,6 +80,11 @@ class StageSettings(_Strict):
     min_actors: int | None = Field(default=None, ge=1)
     max_actors: int | None = Field(default=None, ge=1)
     runtime_env: dict | None = None
+    env: str | None = Field(
+        default=None,
+        description="a prebuilt Python environment (a venv directory) whose interpreter runs this backend's actors; "
+        "on a cluster it must exist at this path on every node",
+    )
 
 
 class BuildConfig(_Strict):

@@ -66,6 +66,10 @@ class DepthRef(BaseModel):
     unit: Literal["mm"] = "mm"
     kind: Literal["sensor", "model", "synthetic"] = "sensor"
     metric: bool = True
+    focal_px: float | None = Field(default=None, description="focal length (pixels of this image) a model's metric depth was scaled by")
+    focal_basis: Literal["source", "configured", "assumed-60deg"] | None = Field(
+        default=None, description="where focal_px came from: the source's intrinsics, the backend's settings, or an assumed field of view"
+    )
 
 
 class Annotations(BaseModel):

@@ -1,16 +1,27 @@
-"""`cotracker3` tracking: the offline CoTracker3 model, loaded through torch.hub from a
-local checkout of facebookresearch/co-tracker (it is not on PyPI) with local weights.
+"""`cotracker3` tracking: CoTracker3's offline model (facebookresearch/co-tracker), the
+whole sub-task at once.
+
+The code is not on PyPI under its own name: the `cotracker3` environment takes the
+`cotracker` package that napari-cotrack 0.1.7 vendors unchanged, or `repo_dir` names a
+checkout, loaded through torch.hub as the project's README does. Weights are CoTracker3's
+`scaled_offline.pth` (a plain state dict), loaded strictly. Licence: CC-BY-NC 4.0.
 
 Query points are sampled inside the object's mask by the tracks stage; all are queried at
-the sub-task's first frame."""
+the sub-task's first frame. The predictor adds its 6x6 support grid, resizes the video to
+`model_resolution`, and returns visibility already thresholded (sigmoid > 0.9).
+"""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from pipelines.backends.protocols import Tracks
+from pipelines.backends import weights
+from pipelines.backends.protocols import Tracks, check_device_name, package_version, resolve_device
+
+# The hub entry `cotracker3_offline` fixes the window at 60 frames: the checkpoint's time
+# embedding has 60 rows, so no other window loads.
+WINDOW_LEN = 60
+MODEL_RESOLUTION = (384, 512)
 
 
 def video_tensor(frames: list[np.ndarray]):
@@ -29,45 +40,87 @@ def query_tensor(points: np.ndarray, frame: int = 0):
     return torch.from_numpy(q)[None]
 
 
-def tracks_from_output(pred_tracks, pred_visibility, threshold: float = 0.5) -> Tracks:
-    """(1, T, K, 2) and (1, T, K[, 1]) model outputs -> Tracks."""
+def tracks_from_output(pred_tracks, pred_visibility) -> Tracks:
+    """(1, T, K, 2) points and (1, T, K) visibility (bool from the predictor) -> Tracks."""
     pts = pred_tracks[0].detach().float().cpu().numpy()
-    vis = pred_visibility[0].detach().float().cpu().numpy()
+    vis = pred_visibility[0].detach().cpu().numpy()
     if vis.ndim == 3:
         vis = vis[..., 0]
-    return Tracks(pts.astype(np.float32), vis > threshold)
+    return Tracks(pts.astype(np.float32), vis.astype(bool))
 
 
 class CoTracker3Tracker:
     name = "cotracker3"
 
-    def __init__(self, repo_dir: str | None = None, checkpoint: str | None = None, device: str = "cuda",
-                 window_len: int = 60):
-        self.repo_dir = repo_dir or os.environ.get("COTRACKER_REPO")
-        self.checkpoint = checkpoint or os.environ.get("COTRACKER_CHECKPOINT")
+    def __init__(self, checkpoint: str | None = None, repo_dir: str | None = None, device: str = "auto",
+                 model_resolution: tuple[int, int] | list[int] = MODEL_RESOLUTION):
+        self.checkpoint = checkpoint
+        self.repo_dir = repo_dir
         self.device = device
-        self.window_len = window_len
+        self.model_resolution = tuple(int(v) for v in model_resolution)
+        self.env_python: str | None = None  # set by the registry: where the library lives
         self._model = None
+        self._device = None
+        check_device_name(device)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "version": "cotracker3-offline", "params": {"window_len": self.window_len}}
+        version = "cotracker3-checkout" if self.repo_dir else package_version("napari-cotrack", python=self.env_python)
+        return {"backend": self.name, "version": version,
+                "params": {"model": "cotracker3_offline", "window_len": WINDOW_LEN, "model_resolution": list(self.model_resolution)}}
+
+    def check(self) -> None:
+        if not self.checkpoint:
+            raise weights.WeightsError("cotracker3 needs `checkpoint`: the path of CoTracker3's scaled_offline.pth")
+        weights.check_torch_file(self.checkpoint, "cotracker3 checkpoint")
 
     def setup(self) -> None:
         import torch
 
-        if not self.repo_dir or not self.checkpoint:
-            raise RuntimeError("cotracker3 needs a local co-tracker checkout (COTRACKER_REPO) and weights (COTRACKER_CHECKPOINT)")
-        model = torch.hub.load(self.repo_dir, "cotracker3_offline", source="local", pretrained=False)
-        state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        target = getattr(model, "model", model)  # the hub returns a predictor wrapping the model
-        target.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
-        self._model = model.to(self.device).eval()
+        self.check()
+        self._device = resolve_device(self.device)
+        if self.repo_dir:
+            model = torch.hub.load(self.repo_dir, "cotracker3_offline", source="local", pretrained=False)
+        else:
+            from cotracker.predictor import CoTrackerPredictor
+
+            model = CoTrackerPredictor(checkpoint=None, offline=True, v2=False, window_len=WINDOW_LEN)
+        if self.model_resolution != tuple(model.interp_shape):
+            # the same weights at another working resolution (fewer pixels: faster, coarser)
+            model.model = type(model.model)(stride=4, corr_radius=3, window_len=WINDOW_LEN, model_resolution=self.model_resolution)
+            model.interp_shape = self.model_resolution
+        state = weights.load_torch_state(self.checkpoint, "cotracker3 checkpoint")
+        state = state.get("model", state)
+        try:
+            model.model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise weights.WeightsError(f"cotracker3 checkpoint {self.checkpoint} does not fit CoTracker3 offline: {str(e)[:500]}") from e
+        self._model = model.to(self._device).eval()
 
     def track(self, frames: list[np.ndarray], queries: np.ndarray) -> Tracks:
         import torch
 
         with torch.inference_mode():
-            video = video_tensor(frames).to(self.device)
-            q = query_tensor(queries).to(self.device)
+            video = video_tensor(frames).to(self._device)
+            q = query_tensor(queries).to(self._device)
             tracks, vis = self._model(video, queries=q)
         return tracks_from_output(tracks, vis)
+
+
+def make_random(out_dir: str, size: str = "small", seed: int = 0) -> dict:
+    """CoTracker3's offline model with random weights, saved as its real checkpoint is (a
+    state dict in `scaled_offline.pth`). The architecture has one size; `small` only lowers
+    the working resolution in the params returned."""
+    import os
+
+    import torch
+    from cotracker.predictor import CoTrackerPredictor
+
+    torch.manual_seed(seed)
+    model = CoTrackerPredictor(checkpoint=None, offline=True, v2=False, window_len=WINDOW_LEN)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "scaled_offline.pth")
+    torch.save(model.model.state_dict(), path)
+    params = {"checkpoint": path, "device": "cpu"}
+    if size == "small":
+        params["model_resolution"] = [96, 128]
+    return params

@@ -1,21 +1,33 @@
-"""`depth_anything_3` depth: pseudo-depth where the source has no sensor, with the DA3 API.
+"""`depth_anything_3` depth: pseudo-depth where the source has no depth sensor, with the
+Depth Anything 3 API (`depth_anything_3.api.DepthAnything3`).
 
-DA3METRIC models give metric depth after scaling by the focal length
-(metres = focal_px * output / 300); DA3NESTED models give metres directly; the other DA3
-models give relative depth, stored with `metric: false`. The package pins numpy<2,
-xformers and open3d: run this stage in its own Ray runtime_env (docs/gpu.md)."""
+Every image is its own `inference()` call: DA3 takes the images of one call as views of one
+scene and couples their depths (and, for the metric model, their sky), so a batch of
+unrelated frames must not share a call.
+
+DA3METRIC models give metres after scaling by the focal length, at the resolution the
+model works at: metres = focal_px * output / 300. The focal length comes from the source's
+intrinsics where the unit carries them, else from `focal_px`, else from an assumed 60 degree
+horizontal field of view; which one was used is recorded with each depth map. DA3NESTED
+models give metres directly; the other DA3 models give relative depth (`metric: false`).
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import numpy as np
 
-from pipelines.backends.protocols import DepthResult, package_version
+from pipelines.backends import weights
+from pipelines.backends.protocols import DepthResult, check_device_name, package_version, resolve_device
+
+ASSUMED_FOV_DEG = 60.0
 
 
-def kind_of(model_id: str) -> str:
-    m = model_id.lower()
+def kind_of(model_name: str) -> str:
+    m = model_name.lower()
     if "metric" in m:
         return "metric"
     if "nested" in m:
@@ -23,22 +35,21 @@ def kind_of(model_id: str) -> str:
     return "relative"
 
 
-def default_focal(width: int, fov_deg: float = 60.0) -> float:
+def default_focal(width: int, fov_deg: float = ASSUMED_FOV_DEG) -> float:
     return 0.5 * width / math.tan(math.radians(fov_deg) / 2)
 
 
 def to_metres(raw: np.ndarray, kind: str, focal_px: float | None, out_hw: tuple[int, int]) -> DepthResult:
-    """One DA3 depth map at processing resolution -> metres at the image's resolution.
+    """One DA3 depth map at processing resolution -> depth at the image's resolution.
 
-    The focal length is in pixels of the processed map; it is rescaled with the map."""
+    `focal_px` is in pixels of the processed map (the metric scale is defined there)."""
     import cv2
 
     h, w = out_hw
     raw = np.asarray(raw, np.float32)
     if kind == "metric":
         focal = focal_px if focal_px is not None else default_focal(raw.shape[1])
-        depth = focal * raw / 300.0
-        metric = True
+        depth, metric = focal * raw / 300.0, True
     elif kind == "nested":
         depth, metric = raw, True
     else:
@@ -51,33 +62,89 @@ def to_metres(raw: np.ndarray, kind: str, focal_px: float | None, out_hw: tuple[
 class DepthAnything3:
     name = "depth_anything_3"
 
-    def __init__(self, model: str = "depth-anything/DA3METRIC-LARGE", weights: str | None = None,
-                 device: str = "cuda", process_res: int = 504, focal_px: float | None = None):
+    def __init__(self, model: str = "depth-anything/DA3METRIC-LARGE", device: str = "auto", process_res: int = 504,
+                 focal_px: float | None = None):
         self.model = model
-        self.weights = weights
         self.device = device
         self.process_res = process_res
-        self.focal_px = focal_px
+        self.focal_px = focal_px  # in pixels of the source images; used where a unit carries none
+        self.env_python: str | None = None  # set by the registry: where the library lives
         self._net = None
+        self._device = None
+        self._kind = kind_of(self._model_name())
+        check_device_name(device)
+
+    def _model_name(self) -> str:
+        """The preset (da3-small, da3metric-large, ...): from a local directory's config.json."""
+        cfg = os.path.join(self.model, "config.json")
+        if os.path.exists(cfg):
+            try:
+                return str(json.loads(open(cfg).read()).get("model_name") or self.model)
+            except (OSError, ValueError):
+                return self.model
+        return os.path.basename(os.path.normpath(self.model))
 
     def describe(self) -> dict:
-        return {"backend": self.name, "version": package_version("depth-anything-3"), "params": {"model": self.model, "process_res": self.process_res}}
+        return {"backend": self.name, "version": package_version("depth-anything-3", python=self.env_python),
+                "params": {"model": self._model_name(), "kind": self._kind, "process_res": self.process_res,
+                           "assumed_fov_deg": ASSUMED_FOV_DEG}}
+
+    def check(self) -> None:
+        if self.model.startswith(("/", ".")) or os.path.exists(self.model):
+            weights.check_hf_dir(self.model, "depth_anything_3 model", needs=("config.json", "model.safetensors"))
 
     def setup(self) -> None:
         from depth_anything_3.api import DepthAnything3 as DA3
 
-        self._net = DA3.from_pretrained(self.weights or self.model).to(self.device).eval()
+        self.check()
+        self._device = resolve_device(self.device)
+        try:
+            # strict: huggingface_hub's mixin loads with strict=False by default, which would
+            # keep random weights for every key a checkpoint lacks
+            net = DA3.from_pretrained(self.model, strict=True)
+        except RuntimeError as e:
+            raise weights.WeightsError(f"depth_anything_3 model {self.model} does not fit its preset: {str(e)[:400]}") from e
+        self._net = net.to(self._device).eval()
 
-    def estimate(self, images: list[np.ndarray]) -> list[DepthResult]:
-        from PIL import Image
+    def estimate(self, images: list[np.ndarray], focal_px: list[float | None] | None = None) -> list[DepthResult]:
+        """Depth per image, each image alone. `focal_px[i]`: image i's focal length in its own
+        pixels, where the source knows it."""
+        import torch
 
-        pred = self._net.inference([Image.fromarray(i) for i in images], process_res=self.process_res)
-        kind = kind_of(self.model)
         out = []
-        for k, img in enumerate(images):
-            focal = self.focal_px
-            intr = getattr(pred, "intrinsics", None)
-            if focal is None and intr is not None:
-                focal = float(np.asarray(intr[k])[0, 0])
-            out.append(to_metres(np.asarray(pred.depth[k]), kind, focal, img.shape[:2]))
+        for i, img in enumerate(images):
+            # DA3METRIC fills sky with a quantile of a random pixel sample: seeded, the same
+            # image gives the same depth in every run
+            torch.manual_seed(0)
+            pred = self._net.inference([img], process_res=self.process_res)
+            raw = np.asarray(pred.depth[0], np.float32)
+            src_focal, basis = (focal_px[i] if focal_px else None), "source"
+            if src_focal is None and self.focal_px is not None:
+                src_focal, basis = self.focal_px, "configured"
+            focal = None
+            if self._kind == "metric":
+                if src_focal is None:
+                    focal, basis = default_focal(raw.shape[1]), f"assumed-{ASSUMED_FOV_DEG:g}deg"
+                else:  # the metric scale lives at the processed resolution
+                    focal = float(src_focal) * raw.shape[1] / img.shape[1]
+            res = to_metres(raw, self._kind, focal, img.shape[:2])
+            res.focal_px = None if focal is None else round(focal * img.shape[1] / raw.shape[1], 3)
+            res.focal_basis = basis if self._kind == "metric" else None
+            out.append(res)
         return out
+
+
+def make_random(out_dir: str, size: str = "small", seed: int = 0) -> dict:
+    """DA3 with random weights saved as the hub's directories are (config.json with
+    `model_name` and the resolved preset, model.safetensors): `small` is the da3-small
+    preset (relative depth, 34M parameters), `full` da3metric-large (335M)."""
+    import torch
+    from depth_anything_3.api import DepthAnything3 as DA3
+    from omegaconf import OmegaConf
+
+    preset = "da3-small" if size == "small" else "da3metric-large"
+    torch.manual_seed(seed)
+    model = DA3(model_name=preset)
+    model.save_pretrained(out_dir, config={"model_name": preset, "config": OmegaConf.to_container(model.config, resolve=True)})
+    os.chmod(os.path.join(out_dir, "model.safetensors"), 0o644)  # save_pretrained writes 0600: other users' workers read it
+    return {"model": out_dir, "device": "cpu", "process_res": 280 if size == "small" else 504}

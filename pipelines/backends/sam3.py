@@ -1,15 +1,30 @@
-"""`sam3` segmentation: the official `sam3` package's image model prompted with the
-object phrase. Masks are RLE-encoded inside the actor; raw masks never leave it.
+"""`sam3` segmentation: SAM3 (Segment Anything 3) prompted with the object phrase, through
+Hugging Face transformers (`Sam3Model`, `Sam3Processor`). Masks are RLE-encoded inside the
+actor; raw masks never leave it.
 
-Weights come from a local checkpoint (`checkpoint_path`) or, where the machine is
-online, from the hub (`load_from_hf=True`). sam3 0.1.4 builds on CUDA only."""
+`model` is a local directory laid out as the hub's `facebook/sam3` (config.json and
+model.safetensors, keys `detector_model.*`, with its processor and tokenizer files), or that
+hub id where the node is online. Why transformers and not the `sam3` package: the package
+hard-codes CUDA in its model code, imports triton, does not ship its BPE vocabulary and
+loads checkpoints with strict=False; transformers runs the same architecture on CPUs and
+GPUs, and a checkpoint whose keys do not fit is refused here (missing keys are an error).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipelines.backends import rle
-from pipelines.backends.protocols import Detection, SegmentRequest, package_version
+from pipelines.backends import rle, weights
+from pipelines.backends.protocols import (
+    Detection,
+    SegmentRequest,
+    check_device_name,
+    package_version,
+    resolve_device,
+)
+
+# SAM3's text encoder has 32 positions; the processor does not truncate
+MAX_PROMPT_TOKENS = 32
 
 
 def detections_from_outputs(masks, boxes, scores, threshold: float, max_instances: int) -> list[Detection]:
@@ -42,35 +57,119 @@ def _np(x) -> np.ndarray:
 class Sam3Segmenter:
     name = "sam3"
 
-    def __init__(self, checkpoint_path: str | None = None, load_from_hf: bool = False, device: str = "cuda",
-                 score_threshold: float = 0.5, max_instances: int = 3):
-        self.checkpoint_path = checkpoint_path
-        self.load_from_hf = load_from_hf
+    def __init__(self, model: str = "facebook/sam3", device: str = "auto", dtype: str = "auto",
+                 score_threshold: float = 0.5, mask_threshold: float = 0.5, max_instances: int = 3):
+        self.model = model
         self.device = device
+        self.dtype = dtype  # auto: bfloat16 on CUDA, float32 on CPUs
         self.score_threshold = score_threshold
+        self.mask_threshold = mask_threshold
         self.max_instances = max_instances
+        self.env_python: str | None = None  # set by the registry: where the library lives
+        self._model = None
         self._processor = None
+        self._device = None
+        self._dtype = None
+        check_device_name(device)
 
     def describe(self) -> dict:
-        return {"backend": self.name, "version": package_version("sam3"), "params": {"score_threshold": self.score_threshold, "max_instances": self.max_instances}}
+        return {"backend": self.name, "version": package_version("transformers", python=self.env_python),
+                "params": {"model": _model_name(self.model), "score_threshold": self.score_threshold,
+                           "mask_threshold": self.mask_threshold, "max_instances": self.max_instances}}
+
+    def check(self) -> None:
+        if _is_local(self.model):
+            weights.check_hf_dir(self.model, "sam3 model", needs=("config.json", "processor_config.json"))
 
     def setup(self) -> None:
-        if not self.checkpoint_path and not self.load_from_hf:
-            raise RuntimeError("sam3 needs checkpoint_path (local weights) or load_from_hf=True on an online machine")
-        from sam3.model.sam3_image_processor import Sam3Processor
-        from sam3.model_builder import build_sam3_image_model
+        import torch
+        from transformers import Sam3Model, Sam3Processor
+        from transformers.utils import logging as hf_logging
 
-        model = build_sam3_image_model(device=self.device, checkpoint_path=self.checkpoint_path, load_from_HF=self.load_from_hf)
-        self._processor = Sam3Processor(model)
+        hf_logging.disable_progress_bar()  # one bar per actor start is noise in a build's log
+        self.check()
+        self._device = resolve_device(self.device)
+        self._dtype = {"auto": torch.bfloat16 if self._device.startswith("cuda") else torch.float32,
+                       "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
+        local = _is_local(self.model)
+        model, info = Sam3Model.from_pretrained(self.model, dtype=self._dtype, local_files_only=local, output_loading_info=True)
+        if info.get("missing_keys"):
+            missing = sorted(info["missing_keys"])
+            raise weights.WeightsError(
+                f"sam3 model {self.model}: {len(missing)} weights are missing from the checkpoint "
+                f"(e.g. {missing[:3]}); it is not a SAM3 checkpoint in transformers' layout"
+            )
+        self._model = model.to(self._device).eval()
+        self._processor = Sam3Processor.from_pretrained(self.model, local_files_only=local)
 
     def segment(self, requests: list[SegmentRequest]) -> list[list[Detection]]:
+        """One text prompt per image, all images of the batch in one forward pass."""
         import torch
-        from PIL import Image
 
-        out = []
+        if not requests:
+            return []
+        pixel = self._processor(images=[r.image for r in requests], return_tensors="pt")["pixel_values"]
+        # the processor's own tokenizer call pads to 32 but does not truncate: a long phrase
+        # would overflow the text encoder's positions
+        text = self._processor.tokenizer([r.phrase for r in requests], padding="max_length", truncation=True,
+                                         max_length=MAX_PROMPT_TOKENS, return_tensors="pt")
         with torch.inference_mode():
-            for r in requests:
-                state = self._processor.set_image(Image.fromarray(r.image))
-                res = self._processor.set_text_prompt(state=state, prompt=r.phrase)
-                out.append(detections_from_outputs(res["masks"], res["boxes"], res["scores"], self.score_threshold, self.max_instances))
-        return out
+            outputs = self._model(pixel_values=pixel.to(self._device, self._dtype),
+                                  input_ids=text["input_ids"].to(self._device),
+                                  attention_mask=text["attention_mask"].to(self._device))
+        # the processor filters at `threshold` itself (strictly above); ours is the same
+        results = self._processor.post_process_instance_segmentation(
+            outputs, threshold=self.score_threshold, mask_threshold=self.mask_threshold,
+            target_sizes=[r.image.shape[:2] for r in requests],
+        )
+        return [detections_from_outputs(r["masks"], r["boxes"], r["scores"], self.score_threshold, self.max_instances)
+                for r in results]
+
+
+def _is_local(model: str) -> bool:
+    import os
+
+    return model.startswith(("/", ".", "~")) or os.path.exists(model)
+
+
+def _model_name(model: str) -> str:
+    """What provenance records: a hub id as is, a local directory by its name (paths differ per node)."""
+    import os
+
+    return os.path.basename(os.path.normpath(model)) if _is_local(model) else model
+
+
+def small_config():
+    """SAM3's architecture with every width and depth shrunk, for random weights on a CPU.
+    The input stays 1008 x 1008 (patch 14, window 24, masks 288 x 288), so the processor is
+    the real model's."""
+    from transformers import Sam3Config, Sam3VisionConfig, Sam3ViTConfig
+
+    d = 32  # the shared width of FPN, DETR, geometry encoder and mask decoder (256 in SAM3)
+    vit = Sam3ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1])
+    return Sam3Config(
+        vision_config=Sam3VisionConfig(backbone_config=vit, fpn_hidden_size=d),
+        text_config=dict(model_type="clip_text_model", vocab_size=49408, max_position_embeddings=32, hidden_size=32,
+                         intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, projection_dim=32, hidden_act="gelu"),
+        geometry_encoder_config=dict(hidden_size=d, num_layers=1, num_attention_heads=2, intermediate_size=64),
+        detr_encoder_config=dict(hidden_size=d, num_layers=1, num_attention_heads=2, intermediate_size=64),
+        detr_decoder_config=dict(hidden_size=d, num_layers=1, num_attention_heads=2, intermediate_size=64, num_queries=16),
+        mask_decoder_config=dict(hidden_size=d, num_attention_heads=2),
+    )
+
+
+def make_random(out_dir: str, size: str = "small", seed: int = 0) -> dict:
+    """SAM3 with random weights in the hub's transformers layout: config.json,
+    model.safetensors, processor_config.json and the CLIP tokenizer's files. `full` is the
+    real size (840M parameters); `small` shrinks every width and depth."""
+    import torch
+    from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
+
+    from pipelines.backends.clip_bpe import clip_tokenizer
+
+    torch.manual_seed(seed)
+    model = Sam3Model(small_config() if size == "small" else Sam3Config())
+    model.save_pretrained(out_dir)
+    Sam3Processor(image_processor=Sam3ImageProcessor(), tokenizer=clip_tokenizer()).save_pretrained(out_dir)
+    # random weights score every query near 0.25: a threshold below it keeps some detections
+    return {"model": out_dir, "device": "cpu", "score_threshold": 0.2}

@@ -83,5 +83,5 @@ class SensorDepth:
     def describe(self) -> dict:
         return {"backend": self.name, "version": VERSION, "params": {}}
 
-    def estimate(self, images: list[np.ndarray]):
+    def estimate(self, images: list[np.ndarray], focal_px=None):
         raise ValueError("sensor depth has no estimator: the source carries no depth for this image")

@@ -74,7 +74,8 @@ class SampleBuilder:
             key=key,
             task=task,
             images=[{"name": "jpg", "width": item["width"], "height": item["height"], "camera": item["camera"], "frame_index": f}],
-            depth=[{"name": "depth.png", "image": 0, "kind": depth_kind, "metric": item.get("depth_metric", True)}],
+            depth=[{"name": "depth.png", "image": 0, "kind": depth_kind, "metric": item.get("depth_metric", True),
+                    **({"focal_px": item["depth_focal_px"], "focal_basis": item["depth_focal_basis"]} if item.get("depth_focal_basis") else {})}],
             conversations=[{"from": "human", "value": f"{T.IMG}\n{human}"}, {"from": "gpt", "value": answer}],
             annotations=annotations,
             provenance={

@@ -168,6 +168,7 @@ class Episode:
     depth: dict[str, DepthFrames] = field(default_factory=dict)
     masks: dict[str, MaskFrames] = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    focal_px: dict[str, float] = field(default_factory=dict)  # camera -> fx in pixels of its frames, where known
     success: bool | None = None
     file: str = ""
 

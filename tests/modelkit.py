@@ -1,0 +1,30 @@
+"""For the `models` tests: each runs inside its backend's own environment (`make test-models`
+runs them there), where a missing library is a failure; anywhere else they are skipped."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+
+def need(module: str, backend: str):
+    if os.environ.get("GEM_DATA_MODEL_ENV") in (backend, "all"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"runs in the {backend} environment (make test-models)")
+
+
+def textured_frames(n: int = 10, h: int = 120, w: int = 160, step: float = 2.0, seed: int = 0) -> list[np.ndarray]:
+    """A textured square moving right by `step` pixels a frame over a noisy background."""
+    rng = np.random.default_rng(seed)
+    bg = (rng.random((h, w, 3)) * 80).astype(np.uint8)
+    tex = (rng.random((30, 30, 3)) * 255).astype(np.uint8)
+    frames = []
+    for t in range(n):
+        f = bg.copy()
+        x = int(20 + step * t)
+        f[40:70, x : x + 30] = tex
+        frames.append(f)
+    return frames

@@ -1,0 +1,66 @@
+"""Choosing backends before any work: environments, devices, GPU shares."""
+
+import sys
+
+import pytest
+
+from pipelines.backends import registry
+from pipelines.backends.registry import BackendUnavailable, SourceCaps, choose, resources_for
+from schemas import StageSettings
+
+CAPS = SourceCaps(has_depth=True, has_masks=True)
+
+
+def test_cpu_choice_needs_nothing_installed():
+    assert choose("cpu", {}, CAPS, gpu=False) == {"objects": "lexical", "masks": "sensor", "tracks": "lk", "depth": "sensor"}
+
+
+def test_models_without_a_gpu_say_how_to_run_them_on_the_cpu(tmp_path):
+    with pytest.raises(BackendUnavailable) as e:
+        choose("gpu", {}, CAPS, gpu=False)
+    msg = str(e.value)
+    for stage, name in registry.GPU_DEFAULT.items():
+        assert f"stage {stage}: backend {name}" in msg
+    assert "set `device: cpu`" in msg
+
+
+def test_a_missing_environment_is_named_with_how_to_build_it(tmp_path):
+    settings = {"sam3": StageSettings(env=str(tmp_path / "envs" / "sam3"), params={"device": "cpu"})}
+    with pytest.raises(BackendUnavailable, match=r"sam3's environment .*envs/sam3 does not exist; build its environment"):
+        choose("cpu", {"masks": "sam3"}, CAPS, gpu=False, settings=settings)
+
+
+def test_an_environment_without_the_library_is_named(tmp_path):
+    # this interpreter's own environment has no vLLM
+    settings = {"qwen3": StageSettings(env=sys.prefix, params={"device": "cpu"})}
+    with pytest.raises(BackendUnavailable, match=r"needs `vllm`, which does not import in its environment"):
+        choose("cpu", {"objects": "qwen3"}, CAPS, gpu=False, settings=settings)
+
+
+def test_a_model_on_the_cpu_asks_ray_for_no_gpu_and_runs_its_environment(tmp_path):
+    s = StageSettings(env=str(tmp_path / "env"), params={"device": "cpu"}, batch_size=4)
+    res = resources_for("sam3", s, gpu=False)
+    assert res.num_gpus == 0 and res.batch_size == 4
+    assert res.runtime_env == {"py_executable": str(tmp_path / "env" / "bin" / "python")}
+    # on a GPU machine, or a cluster whose GPU nodes the driver cannot see, it keeps its share
+    assert resources_for("sam3", StageSettings(), gpu=True).num_gpus == 0.5
+    assert resources_for("sam3", StageSettings(), gpu=False, cluster=True).num_gpus == 0.5
+    assert resources_for("lk", None).num_gpus == 0
+
+
+def test_joining_a_cluster_skips_the_local_gpu_check():
+    settings = {"sam3": StageSettings(env=sys.prefix)}  # transformers (with Sam3) is in the main install
+    assert choose("cpu", {"masks": "sam3"}, CAPS, gpu=False, settings=settings, cluster=True)["masks"] == "sam3"
+
+
+def test_unknown_backend_params_and_bad_devices_stop_the_build_before_any_work(droid_input, tmp_path):
+    from pipelines.build import BuildError, run_build
+    from schemas import BuildConfig
+
+    for params, said in (({"device": "cpu", "devise": "cpu"}, "devise"), ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N")):
+        cfg = BuildConfig(source="droid", input=droid_input, output=str(tmp_path / "out"), backends="cpu",
+                          stage_backends={"masks": "sam3"}, mode="local", progress=False,
+                          backend_params={"sam3": StageSettings(env=sys.prefix, params=params)})
+        with pytest.raises(BuildError, match=said):
+            run_build(cfg)
+        assert not (tmp_path / "out").exists()
