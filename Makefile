@@ -47,7 +47,7 @@ model-envs: install
 # episodes of the bundled sample through `gem-data build`, then `gem-data validate`.
 demo-models: model-envs
 	$(BIN)/gem-data models init-random --out out/models-random --envs $(ENVS)
-	$(BIN)/gem-data build --source droid --output out/demo-models --backends gpu \
+	$(BIN)/gem-data build --source droid --output out/demo-models --backends gpu --stage depth=depth_anything_3 \
 	    --backend-config out/models-random/backends.yaml --limit-episodes 2 --episodes-per-partition 1
 	$(BIN)/gem-data validate out/demo-models
 	@echo "Look at out/demo-models/report.html: every stage ran its real model (random weights)."

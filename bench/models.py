@@ -76,6 +76,8 @@ def inner(backend: str, items: int) -> dict:
             step()
             n += per
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if hasattr(model, "close"):
+            model.close()  # vLLM's engine process, or this process waits for it at exit
     return {"backend": backend, "items": n, "items_per_s": round(n / wall, 4), "s_per_item": round(wall / n, 3),
             "cpu_s_per_item": round(cpu / n, 3), "build_and_load_s": round(load_s, 1), "work": WORK[backend],
             "version": model.describe()["version"]}

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 MODULES = {"qwen3": "pipelines.backends.qwen3", "sam3": "pipelines.backends.sam3",
            "cotracker3": "pipelines.backends.cotracker3", "depth_anything_3": "pipelines.backends.depth_anything3"}
-# one actor per model stage: several stages share this 2-core machine's CPUs
-DEMO_RESOURCES = {"batch_size": {"qwen3": 64, "sam3": 4, "cotracker3": 2, "depth_anything_3": 4}}
+# batches for one actor per model stage on a CPU (the stages share its cores)
+CPU_BATCH = {"qwen3": 64, "sam3": 4, "cotracker3": 2, "depth_anything_3": 4}
 
 
 def init_random(out: str | Path, envs: str | Path, size: str = "small", backends: list[str] | None = None,
@@ -47,7 +47,7 @@ def init_random(out: str | Path, envs: str | Path, size: str = "small", backends
             raise RuntimeError(f"{name}: making random weights in {env} failed:\n{res.stderr[-3000:]}")
         params = json.loads(res.stdout.strip().splitlines()[-1])
         settings[name] = {"params": params, "env": str(env), "max_actors": 1,
-                          "batch_size": DEMO_RESOURCES["batch_size"][name]}
+                          "batch_size": CPU_BATCH[name]}
     path = out / "backends.yaml"
     path.write_text("# made by `gem-data models init-random`: random weights, every backend on the CPU\n"
                     + yaml.safe_dump(settings, sort_keys=True))

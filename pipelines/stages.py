@@ -124,15 +124,17 @@ class TracksStage(_BackendStage):
 
 
 class DepthStage(_BackendStage):
-    """Depth for every emitted image: the sensor's where the source has it, else the
-    backend's estimate. Leaves as 16-bit PNG bytes in millimetres."""
+    """Depth for every emitted image: with the `sensor` backend the source's own, else the
+    model's estimate (chosen for a source without depth, or asked for with --stage
+    depth=...). Leaves as 16-bit PNG bytes in millimetres."""
 
     name = "depth"
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        need = [it for it in items if not it.get("sensor_depth")]
+        use_sensor = getattr(self.backend, "name", "") == "sensor"
+        need = [it for it in items if not (use_sensor and it.get("sensor_depth"))]
         for it in items:
-            if it.get("sensor_depth"):
+            if use_sensor and it.get("sensor_depth"):
                 it["depth"] = it["sensor_depth"]
                 it["depth_kind"], it["depth_metric"] = "sensor", True
                 it.setdefault("stages", {})[self.name] = {"backend": "sensor", "version": "1", "params": {}}

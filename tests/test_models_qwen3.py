@@ -44,7 +44,7 @@ def extractor(model_dir):
     ex = Qwen3Extractor(**model_dir)
     ex.setup()
     yield ex
-    ex._llm.llm_engine.engine_core.shutdown()  # before pytest closes the streams vLLM logs to
+    ex.close()  # before pytest closes the streams vLLM logs to
 
 
 def test_every_answer_of_a_random_qwen3_is_a_phrase_of_its_instruction(extractor):
@@ -156,5 +156,8 @@ def test_qwen3_0_6b_architecture_runs_once(tmp_path):
     params = make_random(str(tmp_path / "qwen3-0.6b"), "full")
     ex = Qwen3Extractor(**params)
     ex.setup()
-    out = ex.extract(INSTRUCTIONS[:2])
+    try:
+        out = ex.extract(INSTRUCTIONS[:2])
+    finally:
+        ex.close()
     assert all(p.invalid is None for p in out)

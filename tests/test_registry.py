@@ -17,11 +17,18 @@ def test_cpu_choice_needs_nothing_installed():
 
 def test_models_without_a_gpu_say_how_to_run_them_on_the_cpu(tmp_path):
     with pytest.raises(BackendUnavailable) as e:
-        choose("gpu", {}, CAPS, gpu=False)
+        choose("gpu", {}, SourceCaps(has_depth=False, has_masks=True), gpu=False)
     msg = str(e.value)
     for stage, name in registry.GPU_DEFAULT.items():
         assert f"stage {stage}: backend {name}" in msg
     assert "set `device: cpu`" in msg
+
+
+def test_sensor_depth_wins_unless_a_depth_model_is_asked_for():
+    assert choose("cpu", {}, CAPS, gpu=False)["depth"] == "sensor"
+    settings = {"depth_anything_3": StageSettings(env=sys.prefix, params={"device": "cpu"})}
+    with pytest.raises(BackendUnavailable, match="depth_anything_3"):  # asked for, so checked (not installed here)
+        choose("cpu", {"depth": "depth_anything_3"}, CAPS, gpu=False, settings=settings)
 
 
 def test_a_missing_environment_is_named_with_how_to_build_it(tmp_path):

@@ -197,6 +197,13 @@ class Qwen3Extractor:
             **memory,
         )
 
+    def close(self) -> None:
+        """Stop vLLM's engine process. An actor's end takes it down with the actor; a plain
+        process that made an LLM must call this, or it waits for the engine at exit."""
+        if self._llm is not None:
+            self._llm.llm_engine.engine_core.shutdown()
+            self._llm = None
+
     def extract(self, texts: list[str]) -> list[ObjectPhrase]:
         raws = self._server(texts) if self.server_url else self._offline(texts)
         return [parse_answer(r, t) for r, t in zip(raws, texts, strict=True)]

@@ -122,8 +122,8 @@ def choose(choice: str, overrides: dict[str, str], caps: SourceCaps, gpu: bool |
         else:  # auto: the model where CUDA and its library are present, else the CPU backend
             model = GPU_DEFAULT[stage]
             name = model if gpu and importable(BACKENDS[stage][model].module, env_python(settings.get(model))) else CPU_DEFAULT[stage]
-            if stage == "depth" and caps.has_depth:
-                name = "sensor"  # measured depth beats estimated depth
+        if stage == "depth" and caps.has_depth and stage not in overrides:
+            name = "sensor"  # measured depth beats estimated depth; --stage depth=... to estimate anyway
         info = BACKENDS[stage][name]
         problems += _problems(stage, name, info, settings.get(name), gpu, cluster)
         if name == "sensor" and stage == "masks" and not caps.has_masks:
