@@ -16,6 +16,25 @@ def need(module: str, backend: str):
     return pytest.importorskip(module, reason=f"runs in the {backend} environment (make test-models)")
 
 
+def copy_with_weights(src: str, dst, keep: int | None = None, rekey=None):
+    """A copy of the model directory `src` at `dst` whose model.safetensors is cut to its
+    first `keep` bytes (negative: all but the last -keep), or has its keys renamed by `rekey`."""
+    import shutil
+    from pathlib import Path
+
+    dst = Path(dst)
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    if keep is not None:
+        data = weights.read_bytes()
+        weights.write_bytes(data[:keep])
+    if rekey is not None:
+        from safetensors.numpy import load_file, save_file
+
+        save_file({rekey(k): v for k, v in load_file(str(weights)).items()}, str(weights))
+    return dst
+
+
 def textured_frames(n: int = 10, h: int = 120, w: int = 160, step: float = 2.0, seed: int = 0) -> list[np.ndarray]:
     """A textured square moving right by `step` pixels a frame over a noisy background."""
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.modelkit import need
+from tests.modelkit import copy_with_weights, need
 
 pytestmark = pytest.mark.models
 need("vllm", "qwen3")
@@ -69,14 +69,9 @@ def test_a_prompt_the_model_cannot_take_is_one_model_error_and_the_batch_goes_on
 
 
 def test_weights_missing_or_truncated_are_named_before_any_work(model_dir, tmp_path):
-    import shutil
-
     with pytest.raises(WeightsError, match="does not exist"):
         Qwen3Extractor(model=str(tmp_path / "none")).check()
-    cut = tmp_path / "cut"
-    shutil.copytree(model_dir["model"], cut)
-    data = (cut / "model.safetensors").read_bytes()
-    (cut / "model.safetensors").write_bytes(data[: len(data) - 4096])
+    cut = copy_with_weights(model_dir["model"], tmp_path / "cut", keep=-4096)
     with pytest.raises(WeightsError, match="truncated"):
         Qwen3Extractor(model=str(cut)).check()
     with pytest.raises(RuntimeError, match="built for 'cpu'"):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.modelkit import need
+from tests.modelkit import copy_with_weights, need
 
 pytestmark = pytest.mark.models
 need("transformers.models.sam3", "sam3")
@@ -74,23 +74,13 @@ def test_sam3_device_settings(small):
 
 
 def test_sam3_missing_truncated_or_foreign_weights_are_named(small, tmp_path):
-    import shutil
-
     with pytest.raises(WeightsError, match="does not exist"):
         Sam3Segmenter(model=str(tmp_path / "nowhere")).check()
-    cut = tmp_path / "cut"
-    shutil.copytree(small["model"], cut)
-    data = (cut / "model.safetensors").read_bytes()
-    (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
+    cut = copy_with_weights(small["model"], tmp_path / "cut", keep=100_000)
     with pytest.raises(WeightsError, match=r"cut/model.safetensors is truncated"):
         Sam3Segmenter(model=str(cut)).check()
     # a checkpoint whose keys are not SAM3's loads nothing: refused, not silently random
-    from safetensors.numpy import load_file, save_file
-
-    foreign = tmp_path / "foreign"
-    shutil.copytree(small["model"], foreign)
-    tensors = load_file(str(foreign / "model.safetensors"))
-    save_file({f"detector.{k}": v for k, v in tensors.items()}, str(foreign / "model.safetensors"))
+    foreign = copy_with_weights(small["model"], tmp_path / "foreign", rekey=lambda k: f"detector.{k}")
     with pytest.raises(WeightsError, match="missing from the checkpoint"):
         Sam3Segmenter(model=str(foreign), device="cpu").setup()
 

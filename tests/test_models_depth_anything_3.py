@@ -1,12 +1,10 @@
 """Depth Anything 3 through its real library (`depth_anything_3.api`), random weights in
 the hub's directory layout; runs in the `depth_anything_3` environment."""
 
-import shutil
-
 import numpy as np
 import pytest
 
-from tests.modelkit import need
+from tests.modelkit import copy_with_weights, need
 
 pytestmark = pytest.mark.models
 need("depth_anything_3.api", "depth_anything_3")
@@ -45,19 +43,11 @@ def test_da3_images_of_one_call_are_independent(small):
 def test_da3_missing_truncated_or_foreign_weights_are_named(small, tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         DepthAnything3(model=str(tmp_path / "DA3-NONE")).check()
-    cut = tmp_path / "cut"
-    shutil.copytree(small["model"], cut)
-    data = (cut / "model.safetensors").read_bytes()
-    (cut / "model.safetensors").write_bytes(data[:1000])
+    cut = copy_with_weights(small["model"], tmp_path / "cut", keep=1000)
     with pytest.raises(WeightsError, match="cut/model.safetensors"):
         DepthAnything3(model=str(cut)).check()
     # keys without their `model.` prefix: the hub mixin's default strict=False would load nothing
-    from safetensors.numpy import load_file, save_file
-
-    foreign = tmp_path / "foreign"
-    shutil.copytree(small["model"], foreign)
-    tensors = load_file(str(foreign / "model.safetensors"))
-    save_file({k.removeprefix("model."): v for k, v in tensors.items()}, str(foreign / "model.safetensors"))
+    foreign = copy_with_weights(small["model"], tmp_path / "foreign", rekey=lambda k: k.removeprefix("model."))
     with pytest.raises(WeightsError, match="does not fit its preset"):
         DepthAnything3(model=str(foreign), device="cpu").setup()
 
