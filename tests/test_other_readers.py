@@ -160,3 +160,32 @@ def test_generator_same_seed_same_bytes_for_every_format(tmp_path):
             generate(fmt, 2, out, seed=9, frames=10)
             digests.append({str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*")) if p.is_file()})
         assert digests[0] == digests[1], fmt
+
+
+@pytest.mark.parametrize("fmt, source", [("droid", "droid"), ("lerobot", "lerobot"), ("lerobot-v21", "lerobot"),
+                                         ("agibot", "agibot"), ("robomind", "robomind")])
+def test_a_sample_is_read_where_sample_wrote_it(fmt, source, tmp_path):
+    """`gem-data sample --out D` then `ls-episodes --input D`: the reader finds the dataset."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    out = tmp_path / "d"
+    assert CliRunner().invoke(app, ["sample", "--format", fmt, "--episodes", "1", "--frames", "8", "--out", str(out)]).exit_code == 0
+    res = CliRunner().invoke(app, ["ls-episodes", "--source", source, "--input", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    eps = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(eps) == 1 and eps[0]["frames"] == 8
+
+
+def test_several_datasets_below_the_input_are_listed_not_guessed(tmp_path):
+    from pipelines.sources.base import SourceError
+
+    generate("lerobot", 1, tmp_path / "a", frames=8)
+    generate("lerobot-v21", 1, tmp_path / "b", frames=8)
+    with pytest.raises(SourceError) as e:
+        get_reader("lerobot").partitions(str(tmp_path))
+    assert "2 LeRobot datasets below" in str(e.value)
+    assert str(tmp_path / "a" / "lerobot") in str(e.value) and str(tmp_path / "b" / "lerobot") in str(e.value)
+    with pytest.raises(SourceError, match="no AgiBot World dataset at or below"):
+        get_reader("agibot").partitions(str(tmp_path))

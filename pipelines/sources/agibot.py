@@ -16,6 +16,7 @@ from pipelines.sources.base import (
     Partition,
     Segment,
     SourceError,
+    find_root,
     guarded_episodes,
 )
 from shards import store
@@ -28,6 +29,7 @@ class AgiBotReader:
     name = "agibot"
 
     def partitions(self, uri: str, episodes_per_partition: int | None = None) -> list[Partition]:
+        uri = find_root(uri, "task_info/", "AgiBot World")
         infos = [f for f in store.list_files(store.join(uri, "task_info")) if f.endswith(".json")]
         if not infos:
             raise SourceError(f"no task_info/task_*.json under {uri}", file=uri, field="task_info")

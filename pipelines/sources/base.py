@@ -238,3 +238,29 @@ class Reader(Protocol):
 
     def partitions(self, uri: str, episodes_per_partition: int | None = None) -> list[Partition]: ...
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Episode | EpisodeFailure]: ...
+
+
+def find_root(uri: str, marker: str, what: str) -> str:
+    """The dataset root at or below `uri`: the directory that holds `marker`, a file
+    ("meta/info.json") or, ending in "/", a non-empty folder ("task_info/"). Where the user
+    pointed at a folder above it, the one dataset below is taken and named in the log;
+    several are an error listing them."""
+    import logging
+
+    from shards import store
+
+    if marker.endswith("/"):
+        if store.list_files(store.join(uri, marker)):
+            return uri
+    elif store.exists(store.join(uri, marker)):
+        return uri
+    needle = "/" + marker
+    roots = sorted({f[: f.index(needle)] for f in store.list_files(uri.rstrip("/"))
+                    if (needle in f if marker.endswith("/") else f.endswith(needle))})
+    if len(roots) == 1:
+        logging.getLogger(__name__).info("%s: using the %s dataset at %s", uri, what, roots[0])
+        return roots[0]
+    if roots:
+        listed = "\n  ".join(roots)
+        raise SourceError(f"{len(roots)} {what} datasets below {uri}; pass one of them as --input:\n  {listed}", file=uri, field=marker)
+    raise SourceError(f"no {what} dataset at or below {uri} (no {marker})", file=uri, field=marker)

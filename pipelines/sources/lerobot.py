@@ -21,6 +21,7 @@ from pipelines.sources.base import (
     Partition,
     Segment,
     SourceError,
+    find_root,
     guarded_episodes,
 )
 from shards import store
@@ -81,6 +82,7 @@ class LeRobotReader:
         return {int(r["task_index"]): r["task"] for r in t}
 
     def partitions(self, uri: str, episodes_per_partition: int | None = None) -> list[Partition]:
+        uri = find_root(uri, "meta/info.json", "LeRobot")
         meta = self._meta(uri)
         eps = [r["episode_index"] for r in self._episodes(uri, meta)]
         step = episodes_per_partition or 16
