@@ -41,15 +41,17 @@ class KeyMap(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str
-    cameras: dict[str, str] = Field(description="camera name -> image step key")
+    cameras: dict[str, str | list[str]] = Field(
+        description="camera name -> image step key, or its keys in the dataset's known layouts (the first present is read)"
+    )
     primary_camera: str
-    instructions: list[str] = Field(description="text step keys, the first is the instruction")
+    instructions: list[str] = Field(description="text step keys, the first present and non-empty is the instruction")
     depth: dict[str, str] = Field(default_factory=dict, description="camera -> 16-bit PNG (mm) step key")
     masks: dict[str, str] = Field(default_factory=dict, description="camera -> instance-id PNG step key")
     instance_names_key: str | None = Field(default=None, description="episode_metadata key: JSON {id: name}")
     success_from_file_path: bool = False
     fps: float = 10.0
-    split: str = "train"
+    split: str | None = Field(default=None, description="read only this split; default: every split present")
 
 
 DROID = KeyMap(
@@ -70,12 +72,25 @@ DROID = KeyMap(
 )
 BRIDGE = KeyMap(
     name="bridge",
-    cameras={"image_0": "observation/image"},
+    # OXE's bridge 0.1.0 has been published in two layouts: BridgeData V2's (image_0..3,
+    # step `language_instruction`, episode_metadata has_image_k) and the first OXE release's
+    # (one `observation/image`, `observation/natural_language_instruction`)
+    cameras={
+        "image_0": ["observation/image_0", "observation/image"],
+        "image_1": "observation/image_1",
+        "image_2": "observation/image_2",
+        "image_3": "observation/image_3",
+    },
     primary_camera="image_0",
-    instructions=["observation/natural_language_instruction", "language_instruction"],
+    instructions=["language_instruction", "observation/natural_language_instruction"],
     fps=5.0,
 )
 KEY_MAPS = {"droid": DROID, "bridge": BRIDGE}
+
+
+def cameras_key(km: KeyMap, camera: str) -> str:
+    keys = km.cameras[camera]
+    return keys if isinstance(keys, str) else keys[0]
 
 
 def count_records(path: str) -> int:
@@ -122,9 +137,10 @@ class RLDSReader:
         the episode count per file is known (TFDS's dataset_info.json, or a header scan of
         local files): smaller groups commit and resume at a finer grain."""
         matches = ((f, _SHARD_RE.search(f)) for f in store.list_files(uri))
-        files = [f for f, m in matches if m and m["split"] == self.key_map.split]
+        split = self.key_map.split
+        files = [f for f, m in matches if m and (split is None or m["split"] == split)]
         if not files:
-            raise SourceError(f"no '*-{self.key_map.split}.tfrecord-NNNNN-of-MMMMM' files under {uri}", file=uri, field="tfrecord")
+            raise SourceError(f"no '*-{split or '<split>'}.tfrecord-NNNNN-of-MMMMM' files under {uri}", file=uri, field="tfrecord")
         lengths = self._shard_lengths(files)
         parts: list[Partition] = []
         for f in files:
@@ -157,7 +173,7 @@ class RLDSReader:
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Episode | EpisodeFailure]:
         m = _SHARD_RE.search(partition.uri)
         shard = int(m["shard"]) if m else partition.index
-        split = m["split"] if m else self.key_map.split
+        split = m["split"] if m else (self.key_map.split or "train")
         start, stop = partition.options if partition.options else (0, None)
         if limit is not None:
             stop = start + limit if stop is None else min(stop, start + limit)
@@ -201,8 +217,13 @@ class RLDSReader:
                 return None
             return ex[full]
 
+        present = {k.split("/", 1)[1]: v for k, v in ex.items() if k.startswith("episode_metadata/")}
         cameras = {}
-        for cam, key in km.cameras.items():
+        for cam, keys in km.cameras.items():
+            keys = [keys] if isinstance(keys, str) else keys
+            key = next((k for k in keys if f"steps/{k}" in ex), keys[0])
+            if present.get(f"has_{cam}") in ([0], [False]):
+                continue  # the dataset says this camera did not record (its frames are filler)
             data = step(key, required=cam == km.primary_camera)
             if data is None:
                 continue
@@ -216,8 +237,10 @@ class RLDSReader:
                 text = texts[0].decode("utf-8", "replace").strip()
                 if text and text not in instructions:
                     instructions.append(text)
-        if not instructions:
-            raise SourceError("no instruction text", file=file, episode=eid, field=f"steps/{km.instructions[0]}")
+        if not any(f"steps/{k}" in ex for k in km.instructions):
+            raise SourceError(f"no instruction key (one of {km.instructions})", file=file, episode=eid, field=f"steps/{km.instructions[0]}")
+        # an episode whose instruction texts are empty (a quarter of DROID) is still an episode:
+        # its frames yield units without an object phrase, filtered and counted as no_object
         meta = {}
         for k, v in ex.items():
             if k.startswith("episode_metadata/"):
@@ -254,7 +277,7 @@ class RLDSReader:
             cameras=cameras,
             primary_camera=km.primary_camera,
             instructions=instructions,
-            subtasks=[Segment(instructions[0], 0, n - 1)] if n else [],
+            subtasks=[Segment(instructions[0], 0, n - 1)] if n and instructions else [],
             depth=depth,
             masks=masks,
             metadata=meta,
@@ -262,5 +285,5 @@ class RLDSReader:
             file=file,
         )
         if n == 0:
-            raise SourceError("episode has no steps", file=file, episode=eid, field=f"steps/{km.cameras[km.primary_camera]}")
+            raise SourceError("episode has no steps", file=file, episode=eid, field=f"steps/{cameras_key(km, km.primary_camera)}")
         return ep.check()

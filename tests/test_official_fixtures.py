@@ -1,0 +1,61 @@
+"""The readers against files written by the formats' own tools (tests/fixtures/README.md
+says which tool and version wrote each, and how to write them again)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.sources import EpisodeFailure, get_reader
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _episodes(source: str, root: Path):
+    reader = get_reader(source)
+    out = []
+    for part in reader.partitions(str(root)):
+        out += list(reader.read(part))
+    return out
+
+
+def test_droid_written_by_tensorflow_datasets():
+    eps = _episodes("droid", FIXTURES / "rlds-droid" / "droid" / "1.0.1")
+    assert not [e for e in eps if isinstance(e, EpisodeFailure)]
+    by_id = {e.episode_id: e for e in eps}
+    # tfds shuffles episodes over its shards: 2 in the first, 1 in the second
+    assert sorted(by_id) == ["train-00000-00000", "train-00000-00001", "train-00001-00000"]
+    assert [by_id[k].frames for k in sorted(by_id)] == [6, 9, 8]
+    for ep in eps:
+        assert set(ep.cameras) == {"exterior_1", "exterior_2", "wrist"} and ep.fps == 15.0
+        assert ep.cameras["exterior_1"].decode(0).shape == (180, 320, 3)
+        assert ep.success == ("/success/" in ep.metadata["file_path"])
+    # an unlabelled episode (empty instruction strings, as in a quarter of DROID) is read, not dropped
+    unlabelled = by_id["train-00000-00001"]
+    assert unlabelled.instructions == [] and unlabelled.subtasks == []
+    assert by_id["train-00000-00000"].instruction == "open the top drawer"
+    assert {"building", "collector_id", "date"} <= set(by_id["train-00000-00000"].metadata)
+
+
+def test_bridge_in_both_published_layouts():
+    for fixture, cameras in (("rlds-bridge", {"image_0", "image_1", "image_2", "image_3"}), ("rlds-bridge-oxe2023", {"image_0"})):
+        eps = _episodes("bridge", FIXTURES / fixture / "bridge" / "0.1.0")
+        assert not [e for e in eps if isinstance(e, EpisodeFailure)], fixture
+        by_id = {e.episode_id: e for e in eps}
+        # every split is read (Bridge's test split is 3,475 episodes)
+        assert sorted(by_id) == ["test-00000-00000", "train-00000-00000", "train-00000-00001"], fixture
+        assert by_id["train-00000-00000"].instruction == "put the spoon in the pot"
+        assert set(by_id["train-00000-00000"].cameras) == cameras, fixture
+        frame = by_id["train-00000-00000"].cameras["image_0"].decode(0)
+        assert frame.ndim == 3 and frame.shape[2] == 3 and frame.std() > 0
+    # cameras the episode's metadata says did not record (has_image_k = False) are left out
+    second = {e.episode_id: e for e in _episodes("bridge", FIXTURES / "rlds-bridge" / "bridge" / "0.1.0")}["train-00000-00001"]
+    assert set(second.cameras) == {"image_0", "image_1"}
+
+
+def test_fixture_provenance_is_written_down():
+    readme = (FIXTURES / "README.md").read_text()
+    assert "tensorflow-datasets 4.9.10" in readme
+    info = json.loads((FIXTURES / "rlds-droid" / "droid" / "1.0.1" / "dataset_info.json").read_text())
+    assert info["name"] == "droid" and info["version"] == "1.0.1"
+    assert np.array(info["splits"][0]["shardLengths"], int).sum() == 3
