@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipelines.sources import EpisodeFailure, get_reader
 
@@ -59,3 +60,36 @@ def test_fixture_provenance_is_written_down():
     info = json.loads((FIXTURES / "rlds-droid" / "droid" / "1.0.1" / "dataset_info.json").read_text())
     assert info["name"] == "droid" and info["version"] == "1.0.1"
     assert np.array(info["splits"][0]["shardLengths"], int).sum() == 3
+
+
+@pytest.mark.parametrize("fixture", ["lerobot-v30", "lerobot-v30-lerobot044", "lerobot-v21"])
+def test_lerobot_written_by_the_lerobot_package(fixture):
+    """v3.0 by lerobot 0.6.1 (tasks.parquet indexed by a column named `task`) and 0.4.4 (the
+    index unnamed: `__index_level_0__`, as most Hub datasets have it); v2.1 by 0.3.3."""
+    eps = _episodes("lerobot", FIXTURES / fixture)
+    assert not [e for e in eps if isinstance(e, EpisodeFailure)]
+    assert [e.frames for e in eps] == [12, 12] and all(e.fps == 10 for e in eps)
+    first, second = eps
+    assert [s.text for s in first.subtasks] == ["pick up the red cube"]
+    # the second episode switches task at frame 6
+    assert [(s.text, s.start, s.end) for s in second.subtasks] == [("pick up the red cube", 0, 5), ("put the cube in the bowl", 6, 11)]
+    # frames decode from AV1 video; the coloured square moves right
+    a, b = first.cameras[first.primary_camera].decode(0), first.cameras[first.primary_camera].decode(11)
+    assert a.shape == (72, 96, 3) and not np.array_equal(a, b)
+
+
+def test_lerobot_tasks_without_a_text_column_are_a_named_error(tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.sources.base import SourceError
+
+    root = tmp_path / "ds"
+    shutil.copytree(FIXTURES / "lerobot-v30", root)
+    pq.write_table(pa.table({"task_index": [0, 1]}), root / "meta" / "tasks.parquet")
+    reader = get_reader("lerobot")
+    with pytest.raises(SourceError, match=r"no task text column") as e:
+        list(reader.read(reader.partitions(str(root))[0]))
+    assert e.value.field == "task" and str(root / "meta" / "tasks.parquet") in str(e.value)

@@ -44,6 +44,30 @@ def _parquet(uri: str):
     return store.parquet_table(store.read_bytes(uri))
 
 
+def _is_depth(feature: dict) -> bool:
+    """LeRobot marks depth as `video.is_depth_map` (0.3-0.4) or `is_depth_map` (0.5 on)."""
+    info = feature.get("info") or {}
+    return bool(info.get("video.is_depth_map") or info.get("is_depth_map"))
+
+
+def _task_column(table) -> str | None:
+    """Where tasks.parquet keeps the task text. lerobot writes a pandas DataFrame indexed by
+    the task: 0.5 on names that index `task`; 0.4 leaves it unnamed (`__index_level_0__`,
+    listed in the pandas metadata's index_columns)."""
+    if "task" in table.column_names:
+        return "task"
+    pandas_meta = (table.schema.metadata or {}).get(b"pandas")
+    if pandas_meta:
+        try:
+            index = [c for c in json.loads(pandas_meta).get("index_columns", []) if isinstance(c, str)]
+        except ValueError:
+            index = []
+        for c in index:
+            if c in table.column_names and c != "task_index":
+                return c
+    return "__index_level_0__" if "__index_level_0__" in table.column_names else None
+
+
 class LeRobotReader:
     name = "lerobot"
 
@@ -57,7 +81,7 @@ class LeRobotReader:
         version = str(info.get("codebase_version", ""))
         if not version.startswith(("v2", "v3")):
             raise SourceError(f"unsupported LeRobot codebase_version {version!r} (v2.1 and v3.0 are read)", file=store.join(root, "meta/info.json"), field="codebase_version")
-        video_keys = [k for k, f in info["features"].items() if f.get("dtype") == "video" and not f.get("info", {}).get("video.is_depth_map")]
+        video_keys = [k for k, f in info["features"].items() if f.get("dtype") == "video" and not _is_depth(f)]
         if not video_keys:
             raise SourceError("no video feature to read images from", file=store.join(root, "meta/info.json"), field="features")
         cam = self.camera or video_keys[0]
@@ -76,10 +100,19 @@ class LeRobotReader:
 
     def _tasks(self, root: str, meta: dict) -> dict[int, str]:
         if meta["v3"]:
-            t = _parquet(store.join(root, "meta/tasks.parquet")).to_pylist()
+            uri = store.join(root, "meta/tasks.parquet")
+            table = _parquet(uri)
+            column = _task_column(table)
+            if column is None:
+                raise SourceError(f"no task text column (task, or a pandas index) among {table.column_names}", file=uri, field="task")
+            t = [{"task_index": r["task_index"], "task": r[column]} for r in table.to_pylist()]
         else:
-            t = _jsonl(store.join(root, "meta/tasks.jsonl"))
-        return {int(r["task_index"]): r["task"] for r in t}
+            uri = store.join(root, "meta/tasks.jsonl")
+            t = _jsonl(uri)
+        try:
+            return {int(r["task_index"]): str(r["task"]) for r in t}
+        except (KeyError, TypeError, ValueError) as e:
+            raise SourceError(f"a task row lacks task_index or task: {e!r}", file=uri, field="task") from e
 
     def partitions(self, uri: str, episodes_per_partition: int | None = None) -> list[Partition]:
         uri = find_root(uri, "meta/info.json", "LeRobot")
