@@ -6,8 +6,10 @@ in memory at a time.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -231,6 +233,12 @@ def guarded_episodes(items, limit: int | None, build, file_of) -> Iterator[Episo
             yield EpisodeFailure(eid, e)
         except (OSError, StoreError) as e:
             yield EpisodeFailure(eid, SourceError(str(e), file=file_of(item), episode=eid, field="file", category="io_error"))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+            # malformed content the reader did not foresee: still this episode's failure, named
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            field = str(e.args[0]) if isinstance(e, KeyError) and e.args else type(e).__name__
+            yield EpisodeFailure(eid, SourceError(f"unreadable content: {type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})",
+                                                  file=file_of(item), episode=eid, field=field))
 
 
 class Reader(Protocol):

@@ -12,6 +12,8 @@ import json
 import logging
 from collections.abc import Iterator
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from pipelines.sources.base import (
     DecodedFrames,
     DecodeError,
@@ -31,17 +33,66 @@ log = logging.getLogger(__name__)
 
 def _json(uri: str) -> dict:
     try:
-        return json.loads(store.read_bytes(uri))
+        doc = json.loads(store.read_bytes(uri))
     except (OSError, ValueError) as e:
         raise SourceError(f"cannot read {uri}: {e}", file=uri, field="meta") from e
+    if not isinstance(doc, dict):
+        raise SourceError(f"{uri} is a JSON {type(doc).__name__}, not an object", file=uri, field="meta")
+    return doc
 
 
 def _jsonl(uri: str) -> list[dict]:
-    return [json.loads(line) for line in store.read_bytes(uri).decode().splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in store.read_bytes(uri).decode().splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise SourceError(f"cannot read {uri}: {e}", file=uri, field="meta") from e
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise SourceError(f"line {bad + 1} is not a JSON object", file=uri, field="meta")
+    return rows
 
 
 def _parquet(uri: str):
-    return store.parquet_table(store.read_bytes(uri))
+    try:
+        return store.parquet_table(store.read_bytes(uri))
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise SourceError(f"cannot read parquet {uri}: {e}", file=uri, field="parquet") from e
+
+
+def _valid(model: type[BaseModel], doc: dict, uri: str, episode: str | None = None, what: str = ""):
+    """`doc` as `model`, or a SourceError naming the file, the episode and the first bad field."""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = "/".join(str(x) for x in err["loc"]) or what
+        raise SourceError(f"{what or model.__name__}: field {field!r}: {err['msg']}", file=uri, episode=episode, field=field) from None
+
+
+class _Info(BaseModel):
+    """meta/info.json, the fields read here."""
+
+    model_config = ConfigDict(extra="allow")
+    codebase_version: str
+    fps: float = Field(gt=0)
+    features: dict[str, dict]
+    data_path: str
+    video_path: str | None = None
+    chunks_size: int = Field(default=1000, ge=1)
+
+
+class _EpisodeV21(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    episode_index: int = Field(ge=0)
+    length: int | None = Field(default=None, ge=0)
+    tasks: list[str] = Field(default_factory=list)
+
+
+class _EpisodeV30(_EpisodeV21):
+    data_chunk_index: int = Field(alias="data/chunk_index", ge=0)
+    data_file_index: int = Field(alias="data/file_index", ge=0)
+    dataset_from_index: int = Field(ge=0)
+    dataset_to_index: int = Field(ge=0)
 
 
 def _is_depth(feature: dict) -> bool:
@@ -77,7 +128,9 @@ class LeRobotReader:
     # -- layout -------------------------------------------------------------------------
 
     def _meta(self, root: str) -> dict:
-        info = _json(store.join(root, "meta/info.json"))
+        info_uri = store.join(root, "meta/info.json")
+        info = _json(info_uri)
+        _valid(_Info, info, info_uri, what="info.json")
         version = str(info.get("codebase_version", ""))
         if not version.startswith(("v2", "v3")):
             raise SourceError(f"unsupported LeRobot codebase_version {version!r} (v2.1 and v3.0 are read)", file=store.join(root, "meta/info.json"), field="codebase_version")
@@ -93,16 +146,24 @@ class LeRobotReader:
     def _episodes(self, root: str, meta: dict) -> list[dict]:
         if meta["v3"]:
             files = [f for f in store.list_files(store.join(root, "meta/episodes")) if f.endswith(".parquet")]
-            rows = [r for f in files for r in _parquet(f).to_pylist()]
+            if not files:
+                raise SourceError("no episodes parquet files", file=store.join(root, "meta/episodes"), field="episodes")
+            rows = [(f, r) for f in files for r in _parquet(f).to_pylist()]
         else:
-            rows = _jsonl(store.join(root, "meta/episodes.jsonl"))
-        return sorted(rows, key=lambda r: r["episode_index"])
+            uri = store.join(root, "meta/episodes.jsonl")
+            rows = [(uri, r) for r in _jsonl(uri)]
+        model = _EpisodeV30 if meta["v3"] else _EpisodeV21
+        for uri, r in rows:
+            _valid(model, r, uri, f"episode_{r.get('episode_index', '?')}", "episodes")
+        return sorted((r for _, r in rows), key=lambda r: r["episode_index"])
 
     def _tasks(self, root: str, meta: dict) -> dict[int, str]:
         if meta["v3"]:
             uri = store.join(root, "meta/tasks.parquet")
             table = _parquet(uri)
             column = _task_column(table)
+            if "task_index" not in table.column_names:
+                raise SourceError(f"no task_index column among {table.column_names}", file=uri, field="task_index")
             if column is None:
                 raise SourceError(f"no task text column (task, or a pandas index) among {table.column_names}", file=uri, field="task")
             t = [{"task_index": r["task_index"], "task": r[column]} for r in table.to_pylist()]
@@ -110,7 +171,7 @@ class LeRobotReader:
             uri = store.join(root, "meta/tasks.jsonl")
             t = _jsonl(uri)
         try:
-            return {int(r["task_index"]): str(r["task"]) for r in t}
+            return {int(r["task_index"]): str(r["task"]) for r in t if isinstance(r["task_index"], int)}
         except (KeyError, TypeError, ValueError) as e:
             raise SourceError(f"a task row lacks task_index or task: {e!r}", file=uri, field="task") from e
 
@@ -152,7 +213,11 @@ class LeRobotReader:
                 data_cache[data_uri] = _parquet(data_uri)
             table = data_cache[data_uri]
             lo, hi = row["dataset_from_index"], row["dataset_to_index"]
+            import pyarrow as pa
             import pyarrow.compute as pc
+
+            if "index" not in table.column_names or not pa.types.is_integer(table.schema.field("index").type):
+                raise SourceError("column 'index' is missing or not integer", file=data_uri, episode=eid, field="index")
 
             table = table.filter(pc.and_(pc.greater_equal(table["index"], lo), pc.less(table["index"], hi)))
             vfmt = {"video_key": cam, "chunk_index": row[f"videos/{cam}/chunk_index"], "file_index": row[f"videos/{cam}/file_index"]}

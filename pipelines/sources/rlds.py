@@ -162,12 +162,16 @@ class RLDSReader:
         for info_uri in sorted({f.rsplit("/", 1)[0] + "/dataset_info.json" for f in files}):
             try:
                 info = json.loads(store.read_bytes(info_uri))
-            except Exception:
+                lengths = {}
+                for split in info.get("splits", []):
+                    shards = [f for f in files if f.rsplit("/", 1)[0] + "/dataset_info.json" == info_uri and f"-{split['name']}.tfrecord-" in f]
+                    for f, n in zip(sorted(shards), split.get("shardLengths", []), strict=False):
+                        lengths[f] = int(n)
+            except Exception as e:  # noqa: BLE001 - the lengths are a hint: without them the records are counted
+                if store.exists(info_uri):
+                    log.warning("%s: unusable shard lengths (%s); counting records instead", info_uri, e)
                 continue
-            for split in info.get("splits", []):
-                shards = [f for f in files if f.rsplit("/", 1)[0] + "/dataset_info.json" == info_uri and f"-{split['name']}.tfrecord-" in f]
-                for f, n in zip(sorted(shards), split.get("shardLengths", []), strict=False):
-                    out[f] = int(n)
+            out.update(lengths)
         return out
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Episode | EpisodeFailure]:
