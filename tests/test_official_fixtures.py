@@ -93,3 +93,34 @@ def test_lerobot_tasks_without_a_text_column_are_a_named_error(tmp_path):
     with pytest.raises(SourceError, match=r"no task text column") as e:
         list(reader.read(reader.partitions(str(root))[0]))
     assert e.value.field == "task" and str(root / "meta" / "tasks.parquet") in str(e.value)
+
+
+def test_the_generator_writes_lerobot_metadata_as_lerobot_does(tmp_path):
+    """Our synthetic LeRobot datasets carry what the lerobot package writes and reads: the task
+    table as a pandas frame indexed by `task` (lerobot 0.6.1 read our tasks as ints without it),
+    stats.json (v3.0) and episodes_stats.jsonl (v2.1) with the official statistics' keys."""
+    import pyarrow.parquet as pq
+
+    from pipelines.synthetic.generate import generate
+
+    generate("lerobot", 2, tmp_path / "v30", frames=8)
+    generate("lerobot-v21", 2, tmp_path / "v21", frames=8)
+    ours, official = tmp_path / "v30" / "lerobot", FIXTURES / "lerobot-v30"
+    for root in (ours, official):
+        table = pq.read_table(root / "meta" / "tasks.parquet")
+        assert table.column_names == ["task_index", "task"]
+        assert json.loads(table.schema.metadata[b"pandas"])["index_columns"] == ["task"]
+    ours_stats = json.loads((ours / "meta" / "stats.json").read_text())
+    official_stats = json.loads((official / "meta" / "stats.json").read_text())
+    for name in ("observation.state", "action", "timestamp", "index", "task_index", "observation.images.front"):
+        assert set(ours_stats[name]) == set(official_stats[name]), name
+    assert np.array(ours_stats["observation.images.front"]["mean"]).shape == (3, 1, 1)
+    assert ours_stats["index"]["count"] == [16] and ours_stats["index"]["max"] == [15.0]
+    line = json.loads((tmp_path / "v21" / "lerobot" / "meta" / "episodes_stats.jsonl").read_text().splitlines()[0])
+    official_line = json.loads((FIXTURES / "lerobot-v21" / "meta" / "episodes_stats.jsonl").read_text().splitlines()[0])
+    assert set(line) == set(official_line) == {"episode_index", "stats"}
+    assert set(line["stats"]["observation.state"]) == set(official_line["stats"]["observation.state"])
+    # and our reader reads both as before
+    for root in (tmp_path / "v30", tmp_path / "v21"):
+        eps = _episodes("lerobot", root)
+        assert [e.frames for e in eps] == [8, 8] and all(e.subtasks for e in eps)

@@ -1,6 +1,11 @@
 """Write generated episodes as LeRobot datasets, v2.1 (one file per episode) and v3.0
 (many episodes per file, concatenated videos). Sub-tasks are per-frame `task_index`
-runs; sensor depth is a 16-bit PNG `image` feature marked `is_depth_map`."""
+runs; sensor depth is a 16-bit PNG `image` feature marked `is_depth_map`.
+
+The metadata follows what the `lerobot` package writes (tests/fixtures has its own output):
+`tasks.parquet` is a pandas frame indexed by the task string (the index named `task`, as
+lerobot 0.5+ names it), and the feature statistics lerobot's loader needs are there
+(`meta/stats.json` for v3.0, `meta/episodes_stats.jsonl` for v2.1)."""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ def _features(h: int, w: int) -> dict:
         VIDEO_KEY: {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
                     "info": {"video.fps": FPS, "video.codec": "h264", "video.pix_fmt": "yuv420p", "video.is_depth_map": False}},
         DEPTH_KEY: {"dtype": "image", "shape": [h, w, 1], "names": ["height", "width", "channels"],
-                    "info": {"is_depth_map": True, "unit": "mm", "encoding": "png16"}},
+                    "info": {"is_depth_map": True, "depth_unit": "mm", "unit": "mm", "encoding": "png16"}},
         "observation.state": {"dtype": "float32", "shape": [4], "names": ["x", "y", "z", "gripper"]},
         "action": {"dtype": "float32", "shape": [4], "names": ["dx", "dy", "dz", "gripper"]},
         "timestamp": {"dtype": "float32", "shape": [1], "names": None},
@@ -40,7 +45,7 @@ def _features(h: int, w: int) -> dict:
 def _render(scene: EpisodeScene):
     r = Renderer(scene, cameras_for(scene)["exterior_1"])
     frames = [r(t) for t in range(scene.frames)]
-    return [f.rgb for f in frames], [depth_to_png_mm(f.depth) for f in frames]
+    return [f.rgb for f in frames], [depth_to_png_mm(f.depth) for f in frames], [f.depth for f in frames]
 
 
 def _task_table(scenes: list[EpisodeScene]) -> dict[str, int]:
@@ -71,6 +76,67 @@ def _frame_rows(scene: EpisodeScene, ep: int, start_index: int, tasks: dict[str,
     })
 
 
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+
+
+def _stats(values: np.ndarray, quantiles: bool) -> dict:
+    """lerobot's feature statistics over frames (axis 0): min, max, mean, std, count and,
+    for v3.0, the q01..q99 quantiles; images per channel as (C, 1, 1), RGB in [0, 1]."""
+    v = values.astype(np.float64)
+    axes = (0,) if v.ndim <= 2 else (0, 1, 2)  # frames x H x W x C -> per channel
+    out = {"min": v.min(axes), "max": v.max(axes), "mean": v.mean(axes), "std": v.std(axes)}
+    if quantiles:
+        flat = v.reshape(-1, v.shape[-1])
+        for q in QUANTILES:
+            out[f"q{round(q * 100):02d}"] = np.quantile(flat, q, axis=0)
+    if v.ndim > 2:
+        out = {k: x.reshape(-1, 1, 1) for k, x in out.items()}
+    out = {k: np.atleast_1d(x).tolist() for k, x in out.items()}
+    out["count"] = [int(len(values))]
+    return out
+
+
+def _episode_stats(table: pa.Table, rgb: list[np.ndarray], depth_m: list[np.ndarray], quantiles: bool) -> dict:
+    stats = {}
+    for name in ("observation.state", "action", "timestamp", "frame_index", "episode_index", "index", "task_index"):
+        col = table.column(name).to_pylist()
+        stats[name] = _stats(np.asarray(col, np.float64).reshape(len(col), -1), quantiles)
+    stats[VIDEO_KEY] = _stats(np.stack(rgb).astype(np.float64) / 255.0, quantiles)
+    if quantiles:  # v3.0 (lerobot 0.5+ knows one-channel depth); 0.3's loader takes only (3, 1, 1) image stats
+        stats[DEPTH_KEY] = _stats(np.stack(depth_m)[..., None], quantiles)
+    return stats
+
+
+def _merge_stats(parts: list[dict]) -> dict:
+    """Dataset statistics from per-episode ones, count-weighted as lerobot aggregates them
+    (quantiles of a whole cannot be merged exactly: lerobot weights them too)."""
+    out = {}
+    for name in parts[0]:
+        ps = [p[name] for p in parts]
+        n = np.array([p["count"][0] for p in ps], np.float64)
+
+        def weighted(key, ps=ps, n=n):
+            return sum(np.asarray(p[key]) * k for p, k in zip(ps, n, strict=True)) / n.sum()
+
+        mean = weighted("mean")
+        var = sum((np.asarray(p["std"]) ** 2 + (np.asarray(p["mean"]) - mean) ** 2) * k for p, k in zip(ps, n, strict=True)) / n.sum()
+        merged = {"min": np.min([p["min"] for p in ps], 0).tolist(), "max": np.max([p["max"] for p in ps], 0).tolist(),
+                  "mean": mean.tolist(), "std": np.sqrt(var).tolist(), "count": [int(n.sum())]}
+        for q in QUANTILES:
+            key = f"q{round(q * 100):02d}"
+            if key in ps[0]:
+                merged[key] = weighted(key).tolist()
+        out[name] = merged
+    return out
+
+
+def _write_tasks_parquet(tasks: dict[str, int], path: Path) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"task_index": list(tasks.values())}, index=pd.Index(list(tasks), name="task"))
+    frame.to_parquet(path)
+
+
 def _write_parquet(table: pa.Table, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
@@ -82,10 +148,13 @@ def write_lerobot_v21(out: Path, scenes: list[EpisodeScene]) -> dict[str, Episod
     index = 0
     ids = {}
     episodes = []
+    ep_stats = []
     for ep, scene in enumerate(scenes):
-        rgb, depth = _render(scene)
+        rgb, depth, depth_m = _render(scene)
         chunk = ep // CHUNK
-        _write_parquet(_frame_rows(scene, ep, index, tasks, depth), root / f"data/chunk-{chunk:03d}/episode_{ep:06d}.parquet")
+        table = _frame_rows(scene, ep, index, tasks, depth)
+        _write_parquet(table, root / f"data/chunk-{chunk:03d}/episode_{ep:06d}.parquet")
+        ep_stats.append({"episode_index": ep, "stats": _episode_stats(table, rgb, depth_m, quantiles=False)})
         vpath = root / f"videos/chunk-{chunk:03d}/{VIDEO_KEY}/episode_{ep:06d}.mp4"
         vpath.parent.mkdir(parents=True, exist_ok=True)
         vpath.write_bytes(encode_mp4(rgb, FPS))
@@ -105,6 +174,7 @@ def write_lerobot_v21(out: Path, scenes: list[EpisodeScene]) -> dict[str, Episod
     (root / "meta/info.json").write_text(json.dumps(info, indent=1))
     (root / "meta/tasks.jsonl").write_text("".join(json.dumps({"task_index": i, "task": t}) + "\n" for t, i in tasks.items()))
     (root / "meta/episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    (root / "meta/episodes_stats.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ep_stats))
     return ids
 
 
@@ -113,6 +183,7 @@ def write_lerobot_v30(out: Path, scenes: list[EpisodeScene], episodes_per_file: 
     tasks = _task_table(scenes)
     ids = {}
     ep_rows = []
+    ep_stats = []
     index = 0
     for f0 in range(0, len(scenes), episodes_per_file):
         file_idx = f0 // episodes_per_file
@@ -120,8 +191,9 @@ def write_lerobot_v30(out: Path, scenes: list[EpisodeScene], episodes_per_file: 
         t_offset = 0.0
         for ep in range(f0, min(len(scenes), f0 + episodes_per_file)):
             scene = scenes[ep]
-            rgb, depth = _render(scene)
+            rgb, depth, depth_m = _render(scene)
             tables.append(_frame_rows(scene, ep, index, tasks, depth))
+            ep_stats.append(_episode_stats(tables[-1], rgb, depth_m, quantiles=True))
             frames_all += rgb
             dur = scene.frames / FPS
             ep_rows.append({
@@ -149,7 +221,8 @@ def write_lerobot_v30(out: Path, scenes: list[EpisodeScene], episodes_per_file: 
     }
     (root / "meta/episodes/chunk-000").mkdir(parents=True, exist_ok=True)
     (root / "meta/info.json").write_text(json.dumps(info, indent=1))
-    pq.write_table(pa.table({"task_index": list(tasks.values()), "task": list(tasks)}), root / "meta/tasks.parquet")
+    _write_tasks_parquet(tasks, root / "meta/tasks.parquet")
     pq.write_table(pa.Table.from_pylist(ep_rows), root / "meta/episodes/chunk-000/file-000.parquet")
+    (root / "meta/stats.json").write_text(json.dumps(_merge_stats(ep_stats), indent=1))
     return ids
 
