@@ -120,6 +120,12 @@ def test_the_generator_writes_lerobot_metadata_as_lerobot_does(tmp_path):
     official_line = json.loads((FIXTURES / "lerobot-v21" / "meta" / "episodes_stats.jsonl").read_text().splitlines()[0])
     assert set(line) == set(official_line) == {"episode_index", "stats"}
     assert set(line["stats"]["observation.state"]) == set(official_line["stats"]["observation.state"])
+    # the data files carry the `datasets` feature types lerobot loads frames through
+    for version, data in (("v30", "data/chunk-000/file-000.parquet"), ("v21", "data/chunk-000/episode_000000.parquet")):
+        ours_hf = json.loads(pq.read_schema(tmp_path / version / "lerobot" / data).metadata[b"huggingface"])["info"]["features"]
+        official_hf = json.loads(pq.read_schema(FIXTURES / f"lerobot-{version}" / data).metadata[b"huggingface"])["info"]["features"]
+        for name, spec in official_hf.items():
+            assert ours_hf[name] == spec, (version, name)
     # and our reader reads both as before
     for root in (tmp_path / "v30", tmp_path / "v21"):
         eps = _episodes("lerobot", root)

@@ -137,9 +137,22 @@ def _write_tasks_parquet(tasks: dict[str, int], path: Path) -> None:
     frame.to_parquet(path)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
+def _hf_features(list_type: str) -> dict:
+    """The `huggingface` schema metadata lerobot's parquet files carry (the `datasets`
+    library's feature types): lerobot 0.3 loads frames through it, so an image column
+    without it arrives as a raw dict. v2.1 files say `Sequence`, v3.0 files `List`."""
+    vector = {"feature": {"dtype": "float32", "_type": "Value"}, "length": 4, "_type": list_type}
+    scalar = {"float32": {"dtype": "float32", "_type": "Value"}, "int64": {"dtype": "int64", "_type": "Value"}}
+    return {"info": {"features": {
+        DEPTH_KEY: {"_type": "Image"}, "observation.state": vector, "action": vector, "timestamp": scalar["float32"],
+        "frame_index": scalar["int64"], "episode_index": scalar["int64"], "index": scalar["int64"], "task_index": scalar["int64"],
+    }}}
+
+
+def _write_parquet(table: pa.Table, path: Path, list_type: str = "List") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    meta = {**(table.schema.metadata or {}), b"huggingface": json.dumps(_hf_features(list_type)).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), path)
 
 
 def write_lerobot_v21(out: Path, scenes: list[EpisodeScene]) -> dict[str, EpisodeScene]:
@@ -153,7 +166,7 @@ def write_lerobot_v21(out: Path, scenes: list[EpisodeScene]) -> dict[str, Episod
         rgb, depth, depth_m = _render(scene)
         chunk = ep // CHUNK
         table = _frame_rows(scene, ep, index, tasks, depth)
-        _write_parquet(table, root / f"data/chunk-{chunk:03d}/episode_{ep:06d}.parquet")
+        _write_parquet(table, root / f"data/chunk-{chunk:03d}/episode_{ep:06d}.parquet", list_type="Sequence")
         ep_stats.append({"episode_index": ep, "stats": _episode_stats(table, rgb, depth_m, quantiles=False)})
         vpath = root / f"videos/chunk-{chunk:03d}/{VIDEO_KEY}/episode_{ep:06d}.mp4"
         vpath.parent.mkdir(parents=True, exist_ok=True)
