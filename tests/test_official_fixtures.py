@@ -130,3 +130,33 @@ def test_the_generator_writes_lerobot_metadata_as_lerobot_does(tmp_path):
     for root in (tmp_path / "v30", tmp_path / "v21"):
         eps = _episodes("lerobot", root)
         assert [e.frames for e in eps] == [8, 8] and all(e.subtasks for e in eps)
+
+
+def _feature_types(doc: dict, path: str = "") -> dict[str, tuple]:
+    """features.json in TFDS's format -> {feature path: (class, dtype, shape)}."""
+    out = {}
+    cls = doc.get("pythonClassName", "").rsplit(".", 1)[-1]
+    if "featuresDict" in doc:
+        for k, v in doc["featuresDict"]["features"].items():
+            out.update(_feature_types(v, f"{path}/{k}"))
+    elif "sequence" in doc:
+        out.update(_feature_types(doc["sequence"]["feature"], path))
+    else:
+        spec = doc.get("tensor") or doc.get("image") or {}
+        out[path] = (cls, spec.get("dtype"), tuple(spec.get("shape", {}).get("dimensions", [])), spec.get("encodingFormat"))
+    return out
+
+
+def test_the_generator_writes_droid_features_as_tensorflow_datasets_does(tmp_path):
+    """Our DROID features.json is TFDS's own format (tfds.builder_from_directory opens the
+    generator's output), with the same type for every feature both have."""
+    from pipelines.synthetic.generate import generate
+
+    generate("droid", 1, tmp_path, frames=8)
+    ours = _feature_types(json.loads((tmp_path / "droid" / "1.0.1" / "features.json").read_text()))
+    official = _feature_types(json.loads((FIXTURES / "rlds-droid" / "droid" / "1.0.1" / "features.json").read_text()))
+    shared = set(ours) & set(official)
+    assert {"/steps/observation/exterior_image_1_left", "/steps/language_instruction", "/steps/action", "/steps/is_first",
+            "/steps/discount", "/episode_metadata/file_path"} <= shared
+    for key in shared:
+        assert ours[key] == official[key], key

@@ -76,6 +76,36 @@ def droid_file_path(scene: EpisodeScene) -> str:
     return f"/synthetic/gem-lab/{outcome}/2026-11-24/episode_{scene.index:05d}/trajectory.h5"
 
 
+# features.json in TFDS's own format (tfds.builder_from_directory reads it)
+_TFDS = "tensorflow_datasets.core.features."
+
+
+def _dict(features: dict) -> dict:
+    return {"pythonClassName": _TFDS + "features_dict.FeaturesDict", "featuresDict": {"features": features}}
+
+
+def _steps(features: dict) -> dict:
+    return {"pythonClassName": _TFDS + "dataset_feature.Dataset", "sequence": {"feature": _dict(features), "length": "-1"}}
+
+
+def _tensor(shape: tuple, dtype: str) -> dict:
+    dims = {"dimensions": [str(d) for d in shape]} if shape else {}
+    return {"pythonClassName": _TFDS + "tensor_feature.Tensor", "tensor": {"dtype": dtype, "encoding": "none", "shape": dims}}
+
+
+def _scalar(dtype: str) -> dict:
+    return {"pythonClassName": _TFDS + "scalar.Scalar", "tensor": {"dtype": dtype, "encoding": "none", "shape": {}}}
+
+
+def _text() -> dict:
+    return {"pythonClassName": _TFDS + "text_feature.Text", "text": {}}
+
+
+def _image(h: int, w: int, c: int, dtype: str, fmt: str) -> dict:
+    return {"pythonClassName": _TFDS + "image_feature.Image",
+            "image": {"dtype": dtype, "encodingFormat": fmt, "shape": {"dimensions": [str(h), str(w), str(c)]}}}
+
+
 def write_droid(out: Path, scenes: list[EpisodeScene]) -> dict[str, EpisodeScene]:
     """Write `droid/1.0.1/...`; returns {episode_id: scene} using the reader's ids."""
     from pipelines.sources.rlds import rlds_episode_id  # the reader owns episode ids
@@ -102,24 +132,26 @@ def write_droid(out: Path, scenes: list[EpisodeScene]) -> dict[str, EpisodeScene
         "splits": [{"name": "train", "numBytes": "0", "shardLengths": [str(n) for n in lengths], "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"}],
     }
     (root / "dataset_info.json").write_text(json.dumps(info, indent=1, sort_keys=True))
-    features = {
-        "steps": {
-            "is_first": "bool", "is_last": "bool", "is_terminal": "bool",
-            "language_instruction": "string", "language_instruction_2": "string", "language_instruction_3": "string",
-            "observation": {
-                "exterior_image_1_left": {"image": [180, 320, 3], "encoding": "jpeg"},
-                "exterior_image_2_left": {"image": [180, 320, 3], "encoding": "jpeg"},
-                "wrist_image_left": {"image": [180, 320, 3], "encoding": "jpeg"},
-                "exterior_depth_1_left": {"image": [180, 320, 1], "dtype": "uint16", "encoding": "png", "unit": "mm"},
-                "exterior_mask_1_left": {"image": [180, 320, 1], "dtype": "uint8", "encoding": "png"},
-                "cartesian_position": {"tensor": [6], "dtype": "float64"},
-                "joint_position": {"tensor": [7], "dtype": "float64"},
-                "gripper_position": {"tensor": [1], "dtype": "float64"},
-            },
-            "action": {"tensor": [7], "dtype": "float64"},
-            "discount": "float32", "reward": "float32",
-        },
-        "episode_metadata": {"file_path": "string", "recording_folderpath": "string"},
-    }
+    features = _dict({
+        "steps": _steps({
+            "is_first": _tensor((), "bool"), "is_last": _tensor((), "bool"), "is_terminal": _tensor((), "bool"),
+            "language_instruction": _text(), "language_instruction_2": _text(), "language_instruction_3": _text(),
+            "observation": _dict({
+                "exterior_image_1_left": _image(180, 320, 3, "uint8", "jpeg"),
+                "exterior_image_2_left": _image(180, 320, 3, "uint8", "jpeg"),
+                "wrist_image_left": _image(180, 320, 3, "uint8", "jpeg"),
+                # not in DROID: the generator's sensor depth (millimetres) and instance masks
+                "exterior_depth_1_left": _image(180, 320, 1, "uint16", "png"),
+                "exterior_mask_1_left": _image(180, 320, 1, "uint8", "png"),
+                "cartesian_position": _tensor((6,), "float64"),
+                "joint_position": _tensor((7,), "float64"),
+                "gripper_position": _tensor((1,), "float64"),
+            }),
+            "action": _tensor((7,), "float64"),
+            "action_dict": _dict({"cartesian_position": _tensor((6,), "float64"), "gripper_position": _tensor((1,), "float64")}),
+            "discount": _scalar("float32"), "reward": _scalar("float32"),
+        }),
+        "episode_metadata": _dict({"file_path": _text(), "recording_folderpath": _text(), "instance_names": _text()}),
+    })
     (root / "features.json").write_text(json.dumps(features, indent=1, sort_keys=True))
     return ids
