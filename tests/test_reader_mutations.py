@@ -1,4 +1,5 @@
-"""No reader crashes on any input: every file of each official fixture is damaged in each
+"""No reader crashes on any input: every file of each official fixture (LeRobot v3.0 by lerobot
+0.6.1 and 0.4.4, v2.1, DROID, Bridge) is damaged in each
 way a source can be wrong (missing, empty, cut, garbled, keys renamed, values of the wrong
 type, indexes out of range), and the reader either reads or reports a SourceError naming
 the file; no other exception escapes, and what it can still read, it reads."""
@@ -15,7 +16,7 @@ from pipelines.sources import EpisodeFailure, get_reader
 from pipelines.sources.base import SourceError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-DATASETS = {"lerobot-v30": "lerobot", "lerobot-v21": "lerobot", "rlds-droid": "droid"}
+DATASETS = {"lerobot-v30": "lerobot", "lerobot-v30-lerobot044": "lerobot", "lerobot-v21": "lerobot", "rlds-droid": "droid", "rlds-bridge": "bridge"}
 
 
 def _files(name: str) -> list[str]:
