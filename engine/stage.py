@@ -145,10 +145,11 @@ class StageRunner:
         except Exception as exc:  # noqa: BLE001 - every failure is either retried or quarantined
             if len(batch) == 1:
                 return [self._run_single(batch[0], exc)]
-            named = [k for k, b in enumerate(batch) if isinstance(exc, ItemError) and exc.item_id is not None and b.get("_id") == exc.item_id]
-            if named and _permanent(exc):
+            judged = exc.item_id if isinstance(exc, ItemError) and _permanent(exc) else None
+            ids = [b.get("_id") for b in batch]
+            if judged is not None and judged in ids:
                 # the stage judged one item: quarantine it, run the others together again
-                k = named[0]
+                k = ids.index(judged)
                 rest = self._run_batch(batch[:k] + batch[k + 1 :])
                 return rest[:k] + [self._quarantine(batch[k], exc, 1)] + rest[k:]
             log.debug("stage %s: batch of %d failed (%s); retrying items singly", self.stage.name, len(batch), exc)

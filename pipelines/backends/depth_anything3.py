@@ -90,7 +90,7 @@ class DepthAnything3:
                            "assumed_fov_deg": ASSUMED_FOV_DEG}}
 
     def check(self) -> None:
-        if self.model.startswith(("/", ".")) or os.path.exists(self.model):
+        if weights.is_local(self.model):
             weights.check_hf_dir(self.model, "depth_anything_3 model", needs=("config.json", "model.safetensors"))
 
     def setup(self) -> None:
@@ -118,18 +118,18 @@ class DepthAnything3:
             torch.manual_seed(0)
             pred = self._net.inference([img], process_res=self.process_res)
             raw = np.asarray(pred.depth[0], np.float32)
-            src_focal, basis = (focal_px[i] if focal_px else None), "source"
-            if src_focal is None and self.focal_px is not None:
-                src_focal, basis = self.focal_px, "configured"
-            focal = None
+            given = focal_px[i] if focal_px else None
+            focal, basis = None, None  # in the image's own pixels
             if self._kind == "metric":
-                if src_focal is None:
-                    focal, basis = default_focal(raw.shape[1]), f"assumed-{ASSUMED_FOV_DEG:g}deg"
-                else:  # the metric scale lives at the processed resolution
-                    focal = float(src_focal) * raw.shape[1] / img.shape[1]
-            res = to_metres(raw, self._kind, focal, img.shape[:2])
-            res.focal_px = None if focal is None else round(focal * img.shape[1] / raw.shape[1], 3)
-            res.focal_basis = basis if self._kind == "metric" else None
+                if given is not None:
+                    focal, basis = float(given), "source"
+                elif self.focal_px is not None:
+                    focal, basis = float(self.focal_px), "configured"
+                else:
+                    focal, basis = default_focal(img.shape[1]), f"assumed-{ASSUMED_FOV_DEG:g}deg"
+            # the metric scale lives at the processed resolution
+            res = to_metres(raw, self._kind, None if focal is None else focal * raw.shape[1] / img.shape[1], img.shape[:2])
+            res.focal_px, res.focal_basis = (None if focal is None else round(focal, 3)), basis
             out.append(res)
         return out
 

@@ -115,18 +115,17 @@ def resolve_device(device: str) -> str:
     actor sees only the GPUs Ray gave it."""
     import torch
 
+    check_device_name(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {device!r}: torch sees no CUDA GPU here (set device: cpu or auto)")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise RuntimeError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible")
-        return device
-    raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r}: torch sees no CUDA GPU here (set device: cpu or auto)")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise RuntimeError(f"device {device!r}: only {torch.cuda.device_count()} GPU(s) visible")
+    return device
 
 
 def check_device_name(device: str) -> None:

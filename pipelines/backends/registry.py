@@ -8,14 +8,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import logging
 import os
 import subprocess
 from dataclasses import dataclass
 
 from engine import Resources
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,8 +83,10 @@ def importable(module: str | None, python: str | None = None) -> bool:
 
 def env_python(settings) -> str | None:
     """The interpreter of a backend's own environment (`env:` in its settings), if any."""
+    from pipelines.envs import env_python as python_of
+
     env = getattr(settings, "env", None) if settings is not None else None
-    return os.path.join(os.path.abspath(os.path.expanduser(env)), "bin", "python") if env else None
+    return str(python_of(os.path.abspath(os.path.expanduser(env)))) if env else None
 
 
 def device_of(settings) -> str:

@@ -74,11 +74,11 @@ class Sam3Segmenter:
 
     def describe(self) -> dict:
         return {"backend": self.name, "version": package_version("transformers", python=self.env_python),
-                "params": {"model": _model_name(self.model), "score_threshold": self.score_threshold,
+                "params": {"model": weights.model_name(self.model), "score_threshold": self.score_threshold,
                            "mask_threshold": self.mask_threshold, "max_instances": self.max_instances}}
 
     def check(self) -> None:
-        if _is_local(self.model):
+        if weights.is_local(self.model):
             weights.check_hf_dir(self.model, "sam3 model", needs=("config.json", "processor_config.json"))
 
     def setup(self) -> None:
@@ -91,7 +91,7 @@ class Sam3Segmenter:
         self._device = resolve_device(self.device)
         self._dtype = {"auto": torch.bfloat16 if self._device.startswith("cuda") else torch.float32,
                        "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
-        local = _is_local(self.model)
+        local = weights.is_local(self.model)
         model, info = Sam3Model.from_pretrained(self.model, dtype=self._dtype, local_files_only=local, output_loading_info=True)
         if info.get("missing_keys"):
             missing = sorted(info["missing_keys"])
@@ -124,19 +124,6 @@ class Sam3Segmenter:
         )
         return [detections_from_outputs(r["masks"], r["boxes"], r["scores"], self.score_threshold, self.max_instances)
                 for r in results]
-
-
-def _is_local(model: str) -> bool:
-    import os
-
-    return model.startswith(("/", ".", "~")) or os.path.exists(model)
-
-
-def _model_name(model: str) -> str:
-    """What provenance records: a hub id as is, a local directory by its name (paths differ per node)."""
-    import os
-
-    return os.path.basename(os.path.normpath(model)) if _is_local(model) else model
 
 
 def small_config():

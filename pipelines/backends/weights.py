@@ -19,6 +19,16 @@ class WeightsError(ValueError):
     """Weights missing, unreadable, truncated or of another model; names the path."""
 
 
+def is_local(model: str) -> bool:
+    """A model setting names a local path (else a hub id such as `facebook/sam3`)."""
+    return model.startswith(("/", ".", "~")) or os.path.exists(model)
+
+
+def model_name(model: str) -> str:
+    """What provenance records: a hub id as is, a local directory by its name (paths differ per node)."""
+    return os.path.basename(os.path.normpath(model)) if is_local(model) else model
+
+
 def require(path: str | os.PathLike, what: str) -> Path:
     p = Path(path)
     if not p.exists():

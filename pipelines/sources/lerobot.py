@@ -170,10 +170,10 @@ class LeRobotReader:
         else:
             uri = store.join(root, "meta/tasks.jsonl")
             t = _jsonl(uri)
-        try:
-            return {int(r["task_index"]): str(r["task"]) for r in t if isinstance(r["task_index"], int)}
-        except (KeyError, TypeError, ValueError) as e:
-            raise SourceError(f"a task row lacks task_index or task: {e!r}", file=uri, field="task") from e
+        for r in t:
+            if not isinstance(r.get("task_index"), int) or "task" not in r:
+                raise SourceError(f"a task row needs an integer task_index and a task: {str(r)[:200]}", file=uri, field="task_index")
+        return {r["task_index"]: str(r["task"]) for r in t}
 
     def partitions(self, uri: str, episodes_per_partition: int | None = None) -> list[Partition]:
         uri = find_root(uri, "meta/info.json", "LeRobot")
