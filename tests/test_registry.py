@@ -1,5 +1,7 @@
 """Choosing backends before any work: environments, devices, GPU shares."""
 
+import os
+import shutil
 import sys
 
 import pytest
@@ -71,3 +73,24 @@ def test_unknown_backend_params_and_bad_devices_stop_the_build_before_any_work(d
         with pytest.raises(BuildError, match=said):
             run_build(cfg)
         assert not (tmp_path / "out").exists()
+
+
+def test_model_environments_keep_one_copy_of_each_large_file(tmp_path):
+    from pipelines.envs import SHARED, share_identical_files
+
+    big, other = os.urandom(3 << 20), os.urandom(2 << 20)
+    for name in ("a", "b"):
+        lib = tmp_path / name / "lib"
+        lib.mkdir(parents=True)
+        (lib / "libtorch.so").write_bytes(big)
+        (lib / "small.py").write_bytes(b"x" * 100)
+    (tmp_path / "b" / "lib" / "own.so").write_bytes(other)
+    assert share_identical_files(tmp_path / "a") == 0
+    assert share_identical_files(tmp_path / "b") == len(big)
+    a, b = (tmp_path / n / "lib" / "libtorch.so" for n in "ab")
+    assert a.stat().st_ino == b.stat().st_ino and b.read_bytes() == big
+    assert (tmp_path / "a" / "lib" / "small.py").stat().st_nlink == 1  # small files are left alone
+    # an environment removed (as a rebuild does) frees what only it used
+    shutil.rmtree(tmp_path / "b")
+    share_identical_files(tmp_path / "a")
+    assert len(list((tmp_path / SHARED).iterdir())) == 1 and a.read_bytes() == big

@@ -22,6 +22,7 @@ import numpy as np
 
 from pipelines.backends import weights
 from pipelines.backends.protocols import DepthResult, check_device_name, package_version, resolve_device
+from pipelines.backends.torchvision_ops import ensure_torchvision_ops
 
 ASSUMED_FOV_DEG = 60.0
 
@@ -94,6 +95,7 @@ class DepthAnything3:
             weights.check_hf_dir(self.model, "depth_anything_3 model", needs=("config.json", "model.safetensors"))
 
     def setup(self) -> None:
+        ensure_torchvision_ops()
         from depth_anything_3.api import DepthAnything3 as DA3
 
         self.check()
@@ -138,6 +140,7 @@ def make_random(out_dir: str, size: str = "small", seed: int = 0) -> dict:
     """DA3 with random weights saved as the hub's directories are (config.json with
     `model_name` and the resolved preset, model.safetensors): `small` is the da3-small
     preset (relative depth, 34M parameters), `full` da3metric-large (335M)."""
+    ensure_torchvision_ops()
     import torch
     from depth_anything_3.api import DepthAnything3 as DA3
     from omegaconf import OmegaConf

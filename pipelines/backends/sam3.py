@@ -22,6 +22,7 @@ from pipelines.backends.protocols import (
     package_version,
     resolve_device,
 )
+from pipelines.backends.torchvision_ops import ensure_torchvision_ops
 
 # SAM3's text encoder has 32 positions; the processor does not truncate
 MAX_PROMPT_TOKENS = 32
@@ -82,6 +83,7 @@ class Sam3Segmenter:
             weights.check_hf_dir(self.model, "sam3 model", needs=("config.json", "processor_config.json"))
 
     def setup(self) -> None:
+        ensure_torchvision_ops()
         import torch
         from transformers import Sam3Model, Sam3Processor
         from transformers.utils import logging as hf_logging
@@ -130,6 +132,7 @@ def small_config():
     """SAM3's architecture with every width and depth shrunk, for random weights on a CPU.
     The input stays 1008 x 1008 (patch 14, window 24, masks 288 x 288), so the processor is
     the real model's."""
+    ensure_torchvision_ops()
     from transformers import Sam3Config, Sam3VisionConfig, Sam3ViTConfig
 
     d = 32  # the shared width of FPN, DETR, geometry encoder and mask decoder (256 in SAM3)
@@ -149,6 +152,7 @@ def make_random(out_dir: str, size: str = "small", seed: int = 0) -> dict:
     """SAM3 with random weights in the hub's transformers layout: config.json,
     model.safetensors, processor_config.json and the CLIP tokenizer's files. `full` is the
     real size (840M parameters); `small` shrinks every width and depth."""
+    ensure_torchvision_ops()
     import torch
     from transformers import Sam3Config, Sam3ImageProcessor, Sam3Model, Sam3Processor
 
