@@ -119,7 +119,7 @@ def build_env(root: str | Path, backend: str, python: str | None = None, force: 
     env = env_dir(root, backend).resolve()
     if not force and is_current(env, recipe):
         log.info("%s: environment %s is current", backend, env)
-        share_identical_files(env)
+        share_identical_files(env, env.parent / SHARED)
         return env
     if env.exists():
         shutil.rmtree(env)
@@ -150,7 +150,7 @@ def build_env(root: str | Path, backend: str, python: str | None = None, force: 
     (env / ".gem-data-env.json").write_text(json.dumps({"backend": backend, "digest": recipe.digest(ray_version()),
                                                          "seconds": round(time.time() - t0, 1)}))
     log.info("%s: built %s in %.0f s", backend, env, time.time() - t0)
-    share_identical_files(env)
+    share_identical_files(env, env.parent / SHARED)
     return env
 
 
@@ -158,16 +158,16 @@ SHARED = ".shared"  # beside the environments: one copy of each large file they 
 MIN_SHARED_BYTES = 1 << 20
 
 
-def share_identical_files(env: Path) -> int:
-    """Hard-link `env`'s large files to identical ones of its sibling environments.
+def share_identical_files(env: Path, store: Path) -> int:
+    """Hard-link `env`'s large files to identical ones already in `store`, and add the rest.
 
-    The four environments hold the same torch (about 1 GB each) and more; pip copies every
-    wheel into every venv, as uv's cache would not. Files are keyed by content and kept once
-    in `<root>/.shared/`; pip never writes an installed file in place (it removes and
-    rewrites), so a later install into one environment cannot change another. Returns the
-    bytes saved. Store entries no environment links to any more are dropped.
+    The environments hold the same torch (about 1 GB each), Ray and pyarrow as each other and
+    as the driver's venv; pip copies every wheel into every venv, as uv's cache would not.
+    Files are keyed by content (and mode) and kept once in `store`; pip never writes an
+    installed file in place (it removes and rewrites), so a later install into one
+    environment cannot change another. Returns the bytes saved. Store entries nothing links
+    to any more are dropped.
     """
-    store = env.parent / SHARED
     store.mkdir(exist_ok=True)
     saved = 0
     for path in sorted(env.rglob("*")):
@@ -191,13 +191,13 @@ def share_identical_files(env: Path) -> int:
             else:
                 os.link(path, kept)
         except OSError as err:  # another filesystem, or one without hard links: nothing shared
-            log.info("%s: files not shared (%s)", env.name, err)
+            log.info("%s: files not shared (%s)", env, err)
             return saved
     for kept in store.iterdir():
         if kept.stat().st_nlink == 1:
             kept.unlink()
     if saved:
-        log.info("%s: %.2f GB shared with the other environments", env.name, saved / 1e9)
+        log.info("%s: %.2f GB shared with the other environments", env, saved / 1e9)
     return saved
 
 

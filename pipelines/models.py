@@ -55,8 +55,11 @@ def init_random(out: str | Path, envs: str | Path, size: str = "small", backends
 
 
 def build_envs(root: str | Path, backends: list[str] | None = None, force: bool = False) -> list[Path]:
-    from pipelines.envs import build_env
+    from pipelines.envs import SHARED, build_env, share_identical_files
 
+    if sys.prefix != sys.base_prefix:  # the driver's venv: its torch, Ray and pyarrow are the environments' too
+        Path(root).mkdir(parents=True, exist_ok=True)
+        share_identical_files(Path(sys.prefix), Path(root) / SHARED)
     return [build_env(root, name, force=force) for name in backends or list(RECIPES)]
 
 

@@ -85,12 +85,13 @@ def test_model_environments_keep_one_copy_of_each_large_file(tmp_path):
         (lib / "libtorch.so").write_bytes(big)
         (lib / "small.py").write_bytes(b"x" * 100)
     (tmp_path / "b" / "lib" / "own.so").write_bytes(other)
-    assert share_identical_files(tmp_path / "a") == 0
-    assert share_identical_files(tmp_path / "b") == len(big)
+    store = tmp_path / SHARED
+    assert share_identical_files(tmp_path / "a", store) == 0
+    assert share_identical_files(tmp_path / "b", store) == len(big)
     a, b = (tmp_path / n / "lib" / "libtorch.so" for n in "ab")
     assert a.stat().st_ino == b.stat().st_ino and b.read_bytes() == big
     assert (tmp_path / "a" / "lib" / "small.py").stat().st_nlink == 1  # small files are left alone
     # an environment removed (as a rebuild does) frees what only it used
     shutil.rmtree(tmp_path / "b")
-    share_identical_files(tmp_path / "a")
-    assert len(list((tmp_path / SHARED).iterdir())) == 1 and a.read_bytes() == big
+    share_identical_files(tmp_path / "a", store)
+    assert len(list(store.iterdir())) == 1 and a.read_bytes() == big
