@@ -128,7 +128,7 @@ def test_agibot_without_depth_is_detected(generated, tmp_path):
 
 def test_robomind_subtask_out_of_range_and_bad_frame_name(generated, tmp_path):
     root = _copy(generated, "robomind", tmp_path)
-    ann = root / "robomind/annotations/place_objects.json"
+    ann = root / "robomind/language_description_annotation_json/h5_franka_1rgb.json"
     doc = json.loads(ann.read_text())
     doc[0]["response"]["steps"][0]["end_frame"] = "camera_top_0999.jpg"
     doc[2]["response"]["steps"][0]["start_frame"] = "camera_top_first.jpg"

@@ -27,6 +27,19 @@ class SourceError(Exception):
         self.message = message
 
 
+def validated(model, doc, uri: str, episode: str | None = None, what: str = ""):
+    """`doc` as the pydantic `model`, or a SourceError naming the file, the episode and the
+    first bad field (its path in `doc`, e.g. `label_info/action_config/0/end_frame`)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(doc)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = "/".join(str(x) for x in err["loc"]) or what
+        raise SourceError(f"{what or model.__name__}: field {field!r}: {err['msg']}", file=uri, episode=episode or "", field=field) from None
+
+
 class DecodeError(SourceError):
     def __init__(self, message: str, **kw):
         kw.setdefault("category", "decode_error")
@@ -110,6 +123,7 @@ class DepthFrames:
     file: str = ""
     episode: str = ""
     field: str = ""
+    files: list[str] | None = None  # one file per frame, where each frame is its own file
 
     def __len__(self) -> int:
         return len(self.data)
@@ -126,7 +140,8 @@ class DepthFrames:
             raw = decode_png16(item, f"depth frame {i}").astype(np.float32)
             return raw / 1000.0 if raw.max() > 100 else raw
         except ValueError as e:
-            raise DecodeError(str(e), file=self.file, episode=self.episode, field=self.field) from e
+            file = self.files[i] if self.files and self.files[i] else self.file
+            raise DecodeError(str(e), file=file, episode=self.episode, field=self.field) from e
 
     def png_mm(self, i: int) -> bytes:
         """The frame as a 16-bit millimetre PNG, without re-encoding when already one."""

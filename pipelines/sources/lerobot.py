@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Iterator
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.sources.base import (
     DecodedFrames,
@@ -25,6 +25,7 @@ from pipelines.sources.base import (
     SourceError,
     find_root,
     guarded_episodes,
+    validated,
 )
 from shards import store
 
@@ -57,16 +58,6 @@ def _parquet(uri: str):
         return store.parquet_table(store.read_bytes(uri))
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
         raise SourceError(f"cannot read parquet {uri}: {e}", file=uri, field="parquet") from e
-
-
-def _valid(model: type[BaseModel], doc: dict, uri: str, episode: str | None = None, what: str = ""):
-    """`doc` as `model`, or a SourceError naming the file, the episode and the first bad field."""
-    try:
-        return model.model_validate(doc)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = "/".join(str(x) for x in err["loc"]) or what
-        raise SourceError(f"{what or model.__name__}: field {field!r}: {err['msg']}", file=uri, episode=episode, field=field) from None
 
 
 class _Info(BaseModel):
@@ -130,7 +121,7 @@ class LeRobotReader:
     def _meta(self, root: str) -> dict:
         info_uri = store.join(root, "meta/info.json")
         info = _json(info_uri)
-        _valid(_Info, info, info_uri, what="info.json")
+        validated(_Info, info, info_uri, what="info.json")
         version = str(info.get("codebase_version", ""))
         if not version.startswith(("v2", "v3")):
             raise SourceError(f"unsupported LeRobot codebase_version {version!r} (v2.1 and v3.0 are read)", file=store.join(root, "meta/info.json"), field="codebase_version")
@@ -154,7 +145,7 @@ class LeRobotReader:
             rows = [(uri, r) for r in _jsonl(uri)]
         model = _EpisodeV30 if meta["v3"] else _EpisodeV21
         for uri, r in rows:
-            _valid(model, r, uri, f"episode_{r.get('episode_index', '?')}", "episodes")
+            validated(model, r, uri, f"episode_{r.get('episode_index', '?')}", "episodes")
         return sorted((r for _, r in rows), key=lambda r: r["episode_index"])
 
     def _tasks(self, root: str, meta: dict) -> dict[int, str]:
