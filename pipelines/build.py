@@ -194,6 +194,10 @@ def run_build(cfg: BuildConfig) -> BuildResult:
 def _run_build(cfg: BuildConfig) -> BuildResult:
     t0 = time.time()
     out = cfg.output.rstrip("/")
+    try:
+        store.check_writable(out)
+    except store.StoreError as e:
+        raise BuildError(f"--output {e}") from e
     reader_options: dict = dict(cfg.reader_options)
     if cfg.input:
         input_uri = cfg.input
@@ -208,7 +212,7 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
     try:
         reader = get_reader(cfg.source, **reader_options)
         partitions = reader.partitions(input_uri, cfg.episodes_per_partition)
-    except SourceError as e:
+    except (SourceError, store.NotFound, store.AccessDenied) as e:  # a rerun would not help
         raise BuildError(f"cannot read source {cfg.source!r} at {input_uri}: {e}") from e
     groups = plan_groups(partitions, cfg.limit_episodes)
     caps = probe_caps(cfg.source, reader_options, groups)

@@ -43,8 +43,11 @@ def main(
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
     )
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "ray", "filelock"):
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "ray", "filelock", "fsspec", "google", "aiohttp", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # gcsfs logs each failure it gives up on with its traceback; the same failure reaches
+    # the user as a StoreError naming the URI
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -95,18 +98,19 @@ def sources() -> None:
 @app.command("ls-episodes")
 def ls_episodes(
     source: Annotated[str, typer.Option(help="Source reader name (see `gem-data sources`).")],
-    input: Annotated[str, typer.Option("--input", help="Local path or s3:// URI of the dataset.")],
+    input: Annotated[str, typer.Option("--input", help="Local path or s3://, gs:// or hf://datasets/ URI of the dataset.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many episodes.")] = None,
     key_map: Annotated[Path | None, typer.Option(help="RLDS key map (YAML/JSON) for --source rlds.")] = None,
 ) -> None:
     """Print one line per episode; bad episodes are reported on stderr and skipped."""
     from pipelines.sources import EpisodeFailure, SourceError, get_reader
+    from shards.store import StoreError
 
     try:
         reader = get_reader(source, **_reader_options(key_map))
         parts = reader.partitions(input)
-    except SourceError as e:
+    except (SourceError, StoreError) as e:
         _fail(str(e))
     n = bad = 0
     for p in parts:
@@ -157,7 +161,7 @@ def _parse_overrides(values: list[str]) -> dict[str, str]:
 def build(
     source: Annotated[str, typer.Option(help="Source reader name, e.g. droid.")],
     output: Annotated[str, typer.Option(help="Output directory or s3:// URI.")],
-    input: Annotated[str | None, typer.Option("--input", help="Dataset path or s3:// URI; default: the bundled synthetic sample.")] = None,
+    input: Annotated[str | None, typer.Option("--input", help="Dataset path or s3://, gs:// or hf://datasets/ URI; default: the bundled synthetic sample.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe YAML; default: the bundled GEM-4M recipe.")] = None,
     backends: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
     stage: Annotated[list[str] | None, typer.Option("--stage", help="Per-stage backend override, STAGE=BACKEND (repeatable).")] = None,

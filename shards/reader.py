@@ -211,7 +211,7 @@ class ShardStream:
         and from local files by asking the kernel to read them ahead (threads there only
         fight over the GIL). Indexes are loaded a span ahead, not all at once: a worker
         may own thousands of shards."""
-        remote = store.is_s3(self.root) and not self.cache_dir
+        remote = store.is_remote(self.root) and not self.cache_dir
         window, ahead = (S3_WINDOW, S3_AHEAD) if remote else (LOCAL_WINDOW, LOCAL_AHEAD)
         pool = ThreadPoolExecutor(max_workers=ahead) if remote else None
         # indexes on a thread of their own: the planner waits for one, and must never wait
@@ -292,11 +292,11 @@ class ShardStream:
         """Bytes [lo, hi) of a shard, parsed by `parse` when given: from S3 as bytes, from
         a local file into `buffer` (valid until the next local read)."""
         uri = store.join(self.root, rec.url)
-        if store.is_s3(self.root) and not self.cache_dir:
+        if store.is_remote(self.root) and not self.cache_dir:
             data = store.read_bytes(uri, lo, hi)
         else:
             # the cache is asked when the read is made, in order: it must not evict what is yet to be read
-            path = ShardCache(self.cache_dir, self.cache_limit_bytes).path(self.root, rec.url, rec.sha256) if store.is_s3(self.root) else uri
+            path = ShardCache(self.cache_dir, self.cache_limit_bytes).path(self.root, rec.url, rec.sha256) if store.is_remote(self.root) else uri
             if len(buffer) < hi - lo:  # one sample larger than a window
                 buffer.extend(bytes(hi - lo - len(buffer)))
             data = store.read_local_into(path, buffer, lo, hi)

@@ -1,9 +1,16 @@
-"""Object-store I/O for local paths and `s3://bucket/key` URIs.
+"""Object-store I/O for local paths, `s3://bucket/key`, `gs://bucket/key` and
+`hf://datasets/<org>/<name>[@revision]/path` URIs.
 
 S3 settings come from the standard AWS environment (AWS_ENDPOINT_URL, AWS_REGION,
 AWS_ACCESS_KEY_ID, profiles, ...): boto3 reads them itself. Writes are atomic: a local
 file is written to a temporary name, fsynced and renamed; an S3 object is a multipart
 upload completed only when the whole object was written.
+
+gs:// and hf:// are read, never written (the places datasets are published): gs:// through
+gcsfs (see `gcs_token` for credentials; STORAGE_EMULATOR_HOST is honoured as Google's own
+clients do), hf:// through huggingface_hub's HfFileSystem (HF_ENDPOINT, HF_TOKEN). Each has
+one retry layer, its library's own. A missing object, bucket or repository is a NotFound,
+a refusal an AccessDenied: both StoreErrors naming the URI.
 """
 
 from __future__ import annotations
@@ -11,9 +18,10 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -31,8 +39,35 @@ class PreconditionFailed(StoreError):
     """A conditional write found the object already there."""
 
 
+class NotFound(StoreError, FileNotFoundError):
+    """No such object, bucket, repository or revision (not retried: it will not appear)."""
+
+
+class AccessDenied(StoreError, PermissionError):
+    """The store refused: missing or insufficient credentials."""
+
+
 def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
+
+
+def is_gs(uri: str) -> bool:
+    return str(uri).startswith("gs://")
+
+
+def is_hf(uri: str) -> bool:
+    return str(uri).startswith("hf://")
+
+
+def is_remote(uri: str) -> bool:
+    """An object store (s3://, gs://, hf://), not a local path."""
+    return is_s3(uri) or is_gs(uri) or is_hf(uri)
+
+
+def check_writable(uri: str) -> None:
+    """Outputs go to a local path or s3://; gs:// and hf:// are only read here."""
+    if is_gs(uri) or is_hf(uri):
+        raise StoreError(f"{uri}: gs:// and hf:// are read, not written; write to a local path or s3://")
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -41,6 +76,55 @@ def split_s3(uri: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"{uri}: no bucket in S3 URI")
     return bucket, key
+
+
+def split_gs(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("gs://") :].partition("/")
+    if not bucket:
+        raise StoreError(f"{uri}: no bucket in gs:// URI (gs://bucket/key)")
+    return bucket, key
+
+
+@dataclass(frozen=True)
+class HfPath:
+    """`hf://datasets/<org>/<name>[@revision]/<path>`, taken apart."""
+
+    repo_id: str  # org/name
+    revision: str | None  # None: the default branch
+    path: str  # inside the repository, "" for its root
+    raw_revision: str | None = None  # as written after "@" (quoted or not)
+
+    @property
+    def root(self) -> str:
+        """The repository (at the revision) as HfFileSystem names it: no protocol."""
+        at = "" if self.revision is None else f"@{self.raw_revision}"
+        return f"datasets/{self.repo_id}{at}"
+
+    def fs_path(self) -> str:
+        return f"{self.root}/{self.path}".rstrip("/")
+
+    def uri(self, path: str | None = None) -> str:
+        return f"hf://{self.root}/{self.path if path is None else path}".rstrip("/")
+
+
+# A revision is a branch, tag or commit (a "/" in a branch name written %2F), or a special
+# ref with slashes of its own: refs/pr/N, refs/convert/<name>
+_HF_RE = re.compile(r"^datasets/(?P<org>[^/@]+)/(?P<name>[^/@]+)(?:@(?P<rev>refs/(?:pr/\d+|convert/[^/]+)|[^/]+))?(?:/(?P<path>.*))?$")
+
+
+def split_hf(uri: str) -> HfPath:
+    """Parse an hf:// URI (datasets only: where LeRobot datasets are published)."""
+    from urllib.parse import quote, unquote
+
+    body = str(uri)[len("hf://") :]
+    m = _HF_RE.match(body)
+    if not m or m["path"] and any(p in ("", ".", "..") for p in m["path"].rstrip("/").split("/")):
+        raise StoreError(f"{uri}: not a Hugging Face dataset URI; write hf://datasets/<org>/<name>[@revision]/<path>")
+    raw = m["rev"]
+    rev = unquote(raw) if raw is not None else None
+    if raw is not None and not raw.startswith("refs/"):
+        raw = quote(rev, safe="")  # HfFileSystem's own spelling of a branch with "/" in it
+    return HfPath(f"{m['org']}/{m['name']}", rev, (m["path"] or "").rstrip("/"), raw)
 
 
 def join(base: str, *parts: str) -> str:
@@ -105,15 +189,248 @@ def s3_client():
     return _CLIENTS.get()
 
 
+def _s3_missing(e, what: str, bucket: str) -> StoreError | None:
+    """The StoreError that an S3 "not there" or "not allowed" answer means to a reader."""
+    code = e.response.get("Error", {}).get("Code", "")
+    if code == "NoSuchBucket":
+        return NotFound(f"{what}: no such bucket {bucket!r}")
+    if code in ("NoSuchKey", "404", "NotFound"):
+        return NotFound(f"{what}: no such object")
+    if code in ("AccessDenied", "403"):
+        return AccessDenied(f"{what}: permission denied ({code}); check the AWS credentials")
+    return None
+
+
+def _s3_read(fn: Callable[[], T], what: str, bucket: str) -> T:
+    from botocore.exceptions import ClientError
+
+    try:
+        return s3_call(fn, what)
+    except ClientError as e:
+        named = _s3_missing(e, what, bucket)
+        if named is None:
+            raise
+        raise named from e
+
+
+# --- gs:// and hf://: fsspec file systems ----------------------------------------------
+
+# gcsfs retries each request itself (GCSFileSystem.retries attempts in all, exponential
+# backoff): the only retry layer for gs://. GEM_DATA_GCS_TIMEOUT bounds how long one
+# request may wait to connect or for the next bytes before it is retried.
+GCS_ATTEMPTS = 6
+# Remote files are read in blocks of this size, each one ranged GET that the library
+# retries whole: a transfer that breaks is asked again from the block it broke in.
+FS_BLOCK = 8 * 1024 * 1024
+_GCS_ENV = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "GEM_DATA_GCS_TOKEN", "GEM_DATA_GCS_TIMEOUT")
+_HF_ENV = ("HF_ENDPOINT", "HF_TOKEN")
+
+
+def gcs_token() -> str:
+    """How gcsfs authenticates: GEM_DATA_GCS_TOKEN when set (any gcsfs `token`: "anon",
+    "google_default", "cloud", a credentials file); anonymous against an emulator
+    (STORAGE_EMULATOR_HOST), as google-cloud-storage does; Google's application default
+    credentials when there are some (GOOGLE_APPLICATION_CREDENTIALS, or the file that
+    `gcloud auth application-default login` writes); else anonymous, which reads public
+    buckets such as gs://gresearch. No probe of the GCE metadata server: on a VM without
+    either, set GEM_DATA_GCS_TOKEN=cloud."""
+    env = os.environ
+    if env.get("GEM_DATA_GCS_TOKEN"):
+        return env["GEM_DATA_GCS_TOKEN"]
+    if env.get("STORAGE_EMULATOR_HOST", "default") not in ("", "default"):
+        return "anon"
+    if env.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        return "google_default"
+    gcloud = Path(env["CLOUDSDK_CONFIG"]) if env.get("CLOUDSDK_CONFIG") else Path.home() / ".config" / "gcloud"
+    if (gcloud / "application_default_credentials.json").is_file():
+        return "google_default"
+    return "anon"
+
+
+def _make_gcs():
+    try:
+        import aiohttp
+        from gcsfs.core import GCSFileSystem
+    except ImportError as e:
+        raise StoreError(f"reading gs:// needs gcsfs: pip install 'gem-data[cloud]' ({e})") from e
+    t = float(os.environ.get("GEM_DATA_GCS_TIMEOUT", "60"))
+    token = gcs_token()
+    try:
+        # gcsfs.core's class, not the package's default: that one (GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT)
+        # asks a gRPC API for each bucket's layout, which anonymous readers and emulators lack
+        return GCSFileSystem(
+            token=token,
+            requests_timeout=aiohttp.ClientTimeout(total=None, sock_connect=t, sock_read=t),
+            skip_instance_cache=True,
+            use_listings_cache=False,  # listings are made once per read; a cache would only go stale
+        )
+    except Exception as e:  # noqa: BLE001 - google.auth's errors, gcsfs's ValueError: all mean "credentials"
+        raise AccessDenied(
+            f"the Google credentials ({token}) are unusable: {e}; unset GOOGLE_APPLICATION_CREDENTIALS "
+            "(or set GEM_DATA_GCS_TOKEN=anon) to read public buckets anonymously"
+        ) from e
+
+
+def _make_hf():
+    try:
+        from huggingface_hub import HfFileSystem
+    except ImportError as e:
+        raise StoreError(f"reading hf:// needs huggingface_hub: pip install 'gem-data[cloud]' ({e})") from e
+    # HF_ENDPOINT read now, not when huggingface_hub was imported; token None: HF_TOKEN or
+    # the saved login when there is one, else anonymous (public datasets)
+    return HfFileSystem(endpoint=os.environ.get("HF_ENDPOINT") or None, skip_instance_cache=True)
+
+
+@dataclass
+class FileSystems:
+    """One gcsfs / HfFileSystem per process and settings, made after fork."""
+
+    _pid: int = -1
+    _fs: dict = field(default_factory=dict)
+
+    def get(self, kind: str):
+        env = _GCS_ENV if kind == "gs" else _HF_ENV
+        key = (kind, *(os.environ.get(k) for k in env))
+        if self._pid != os.getpid():
+            self._fs, self._pid = {}, os.getpid()
+        if key not in self._fs:
+            self._fs[key] = _make_gcs() if kind == "gs" else _make_hf()
+        return self._fs[key]
+
+
+_FILESYSTEMS = FileSystems()  # a per-process cache of connection pools, like _CLIENTS
+
+
+def _fs_path(uri: str) -> tuple[object, str]:
+    """(file system, its path) for a gs:// or hf:// URI."""
+    if is_gs(uri):
+        bucket, key = split_gs(uri)
+        path = f"{bucket}/{key}".rstrip("/")
+    else:
+        path = split_hf(uri).fs_path()
+    try:
+        return _FILESYSTEMS.get("gs" if is_gs(uri) else "hf"), path
+    except StoreError as e:
+        raise type(e)(f"{uri}: {e}") from e
+
+
+def _io_errors(uri: str) -> tuple[type[BaseException], ...]:
+    errs: list[type[BaseException]] = [OSError, ValueError, RuntimeError]
+    if is_gs(uri):
+        import aiohttp
+        import google.auth.exceptions
+        from gcsfs.retry import HttpError
+
+        errs += [aiohttp.ClientError, google.auth.exceptions.GoogleAuthError, HttpError]
+    else:
+        import huggingface_hub.errors as hf_errors
+
+        errs.append(getattr(hf_errors, "HTTPError", OSError))  # httpx's, the base of its transport errors
+    return tuple(errs)
+
+
+def _status(e: BaseException) -> int | None:
+    code = getattr(e, "code", None) or getattr(e, "status", None)
+    if code is None and getattr(e, "response", None) is not None:
+        code = getattr(e.response, "status_code", None)
+    try:
+        return int(code) if code is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _gcs_bucket_missing(bucket: str) -> bool:
+    """Asked only once a read found nothing: gcsfs says 404 alike for object and bucket."""
+    try:
+        _FILESYSTEMS.get("gs").call("GET", "b/{}/o", bucket, maxResults=1, json_out=True)
+    except FileNotFoundError:
+        return True
+    except Exception:  # noqa: BLE001 - undecided: say "no such object"
+        return False
+    return False
+
+
+def _named(e: BaseException, what: str, uri: str) -> StoreError:
+    """The StoreError, naming `what` (and so the URI), that a gcsfs / HfFileSystem failure means."""
+    if isinstance(e, StoreError):
+        return e
+    status = _status(e)
+    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if is_gs(uri):
+        if isinstance(e, FileNotFoundError) or status == 404:
+            bucket = split_gs(uri)[0]
+            return NotFound(f"{what}: no such bucket {bucket!r}" if _gcs_bucket_missing(bucket) else f"{what}: no such object")
+        if isinstance(e, PermissionError) or status in (401, 403) or detail.startswith("Forbidden"):
+            return AccessDenied(
+                f"{what}: permission denied ({detail}); public buckets are read anonymously, a private one needs "
+                "GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`"
+            )
+        return StoreError(f"{what}: {type(e).__name__}: {detail} (gcsfs retries what is transient, {GCS_ATTEMPTS} attempts in all)")
+    if isinstance(e, FileNotFoundError) or status == 404:
+        # HfFileSystem says "<path> (repository not found). If the repo is private, ...",
+        # "<path> (revision not found)", or just "<path>" for a missing file
+        m = re.match(r"^\S+\s+\((.*?)\)(.*)$", detail)
+        reason = m[1] + m[2] if m else ("no such file" if re.fullmatch(r"\S+", detail) else detail)
+        return NotFound(f"{what}: {reason}")
+    if isinstance(e, PermissionError) or status in (401, 403):
+        return AccessDenied(f"{what}: permission denied ({detail}); a gated or private dataset needs HF_TOKEN with access to it")
+    if type(e).__name__ == "OfflineModeIsEnabled":
+        return StoreError(f"{what}: HF_HUB_OFFLINE is set, so the Hub is not asked; unset it to read hf:// ({detail})")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return StoreError(f"{what}: {type(e).__name__}: {detail} (Hub at {endpoint}; huggingface_hub retries what it can)")
+
+
+def _fs_call(fn: Callable[[], T], what: str, uri: str) -> T:
+    """Call `fn` once (the library has retried inside it); failures become named StoreErrors."""
+    try:
+        return fn()
+    except StoreError:
+        raise
+    except Exception as e:
+        if isinstance(e, _io_errors(uri)):
+            raise _named(e, what, uri) from e
+        raise
+
+
+class _FsReader(io.RawIOBase):
+    """A gcsfs / HfFileSystem file read in FS_BLOCK ranged GETs, its failures named."""
+
+    def __init__(self, uri: str, fh):
+        self.uri, self._fh = uri, fh
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = _fs_call(lambda: self._fh.read(len(b)), f"GET {self.uri}", self.uri)
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._fh.close()
+        finally:
+            super().close()
+
+
+def _fs_open(uri: str, what: str):
+    fs, path = _fs_path(uri)
+    # one metadata request: a missing object fails here, as an S3 GET does
+    return _fs_call(lambda: fs.open(path, "rb", block_size=FS_BLOCK, cache_type="readahead"), what, uri)
+
+
 # --- reading ---------------------------------------------------------------------------
 
 
 def open_read(uri: str) -> BinaryIO:
-    """A streaming binary reader (S3: one GET streamed; memory stays small)."""
+    """A streaming binary reader (S3: one GET streamed; gs://, hf://: ranged GETs of
+    FS_BLOCK bytes one after another; memory stays small)."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        body = s3_call(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"], f"GET {uri}")
+        body = _s3_read(lambda: s3_client().get_object(Bucket=bucket, Key=key)["Body"], f"GET {uri}", bucket)
         return io.BufferedReader(_StreamingBody(body), buffer_size=1 << 20)
+    if is_remote(uri):
+        return io.BufferedReader(_FsReader(uri, _fs_open(uri, f"GET {uri}")), buffer_size=1 << 20)
     return open(uri, "rb", buffering=1 << 20)
 
 
@@ -157,7 +474,12 @@ def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> by
         kw = {}
         if start is not None:
             kw["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        return s3_call(lambda: s3_client().get_object(Bucket=bucket, Key=key, **kw)["Body"].read(), f"GET {uri}")
+        return _s3_read(lambda: s3_client().get_object(Bucket=bucket, Key=key, **kw)["Body"].read(), f"GET {uri}", bucket)
+    if is_remote(uri):
+        fs, path = _fs_path(uri)
+        if start is not None and end is not None and end <= start:
+            return b""
+        return _fs_call(lambda: fs.cat_file(path, start=start, end=end), f"GET {uri}", uri)
     with open(uri, "rb") as fh:
         if start is not None:
             fh.seek(start)
@@ -168,8 +490,19 @@ def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> by
 def iter_range(uri: str, start: int, end: int, piece: int = 1 << 20) -> Iterator[bytes]:
     """Bytes [start, end) of an object in pieces of at most `piece` bytes (fewer in all
     only past the object's end). S3: one GET streamed, asked again from where it broke if
-    the transfer fails midway. Pieces, not one buffer, so that a reader can parse a shard
-    of any size as it arrives while holding only a few pieces of it."""
+    the transfer fails midway. gs://, hf://: ranged GETs of FS_BLOCK bytes, each retried
+    whole by the library. Pieces, not one buffer, so that a reader can parse a shard of
+    any size as it arrives while holding only a few pieces of it."""
+    if is_gs(uri) or is_hf(uri):
+        with _FsReader(uri, _fs_open(uri, f"GET {uri}")) as raw:
+            _fs_call(lambda: raw._fh.seek(start), f"GET {uri}", uri)
+            while start < end:
+                data = raw.read(min(piece, end - start))
+                if not data:
+                    return
+                start += len(data)
+                yield data
+        return
     if not is_s3(uri):
         with open(uri, "rb", buffering=0) as fh:
             fh.seek(start)
@@ -185,7 +518,7 @@ def iter_range(uri: str, start: int, end: int, piece: int = 1 << 20) -> Iterator
     bucket, key = split_s3(uri)
     breaks = 0
     while start < end:
-        body = s3_call(lambda at=start: s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={at}-{end - 1}")["Body"], f"GET {uri}")
+        body = _s3_read(lambda at=start: s3_client().get_object(Bucket=bucket, Key=key, Range=f"bytes={at}-{end - 1}")["Body"], f"GET {uri}", bucket)
         try:
             while start < end:
                 data = body.read(min(piece, end - start))
@@ -221,8 +554,8 @@ def read_local_into(path: str, buf: bytearray, start: int, end: int) -> memoryvi
 
 def read_ahead(uri: str, start: int = 0, end: int | None = None) -> None:
     """Ask the kernel to start reading a local file's byte range into the page cache, so
-    that a read of it later finds it there. A hint: no-op for S3 or where unsupported."""
-    if is_s3(uri) or not hasattr(os, "posix_fadvise"):
+    that a read of it later finds it there. A hint: no-op for object stores or where unsupported."""
+    if is_remote(uri) or not hasattr(os, "posix_fadvise"):
         return
     try:
         fd = os.open(uri, os.O_RDONLY)
@@ -259,27 +592,56 @@ def exists(uri: str) -> bool:
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
-            raise
+            named = _s3_missing(e, f"HEAD {uri}", bucket)
+            if named is None:
+                raise
+            raise named from e
+    if is_remote(uri):
+        fs, path = _fs_path(uri)
+        try:
+            info = _fs_call(lambda: fs.info(path), f"HEAD {uri}", uri)
+        except NotFound:
+            return False
+        return info.get("type") == "file"  # an object, as on S3: not a prefix
     return os.path.exists(uri)
 
 
 def size(uri: str) -> int:
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        return int(s3_call(lambda: s3_client().head_object(Bucket=bucket, Key=key), f"HEAD {uri}")["ContentLength"])
+        return int(_s3_read(lambda: s3_client().head_object(Bucket=bucket, Key=key), f"HEAD {uri}", bucket)["ContentLength"])
+    if is_remote(uri):
+        fs, path = _fs_path(uri)
+        return int(_fs_call(lambda: fs.info(path), f"HEAD {uri}", uri)["size"])
     return os.path.getsize(uri)
 
 
 def list_files(prefix: str) -> list[str]:
-    """All objects under `prefix` (recursive), sorted, as full URIs."""
+    """All objects under `prefix` (recursive), sorted, as full URIs; none under a prefix
+    that does not exist, a NotFound for a bucket or repository that does not."""
     if is_s3(prefix):
         bucket, key = split_s3(prefix)
         key = key.rstrip("/") + "/" if key else ""
         out = []
         paginator = s3_client().get_paginator("list_objects_v2")
-        for page in s3_call(lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)), f"LIST {prefix}"):
+        for page in _s3_read(lambda: list(paginator.paginate(Bucket=bucket, Prefix=key)), f"LIST {prefix}", bucket):
             out += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
         return sorted(out)
+    if is_gs(prefix):
+        fs, path = _fs_path(prefix)
+        bucket, key = split_gs(prefix)
+        under = f"{bucket}/{key.rstrip('/')}/" if key.strip("/") else f"{bucket}/"
+        try:
+            names = _fs_call(lambda: fs.find(path), f"LIST {prefix}", prefix)
+        except NotFound as e:  # an empty prefix lists as nothing; only a missing bucket fails
+            raise NotFound(f"LIST {prefix}: no such bucket {bucket!r}") from e
+        return sorted(f"gs://{n}" for n in names if n.startswith(under) and not n.endswith("/"))
+    if is_hf(prefix):
+        fs, path = _fs_path(prefix)
+        hp = split_hf(prefix)
+        under = f"{hp.fs_path()}/" if hp.path else f"{hp.root}/"
+        names = _fs_call(lambda: fs.find(path), f"LIST {prefix}", prefix)
+        return sorted(hp.uri(n[len(f"{hp.root}/") :]) for n in names if n.startswith(under))
     root = Path(prefix)
     if not root.exists():
         return []
@@ -291,6 +653,7 @@ def list_files(prefix: str) -> list[str]:
 
 def write_bytes(uri: str, data: bytes, if_none_match: bool = False) -> None:
     """Atomic whole-object write. `if_none_match`: fail with PreconditionFailed if it exists."""
+    check_writable(uri)
     if is_s3(uri):
         from botocore.exceptions import ClientError
 
@@ -367,7 +730,7 @@ def abort_stale_uploads(prefix: str) -> int:
 
 def remove_stale_temps(root: str) -> int:
     """Delete `.name.*.tmp` files a killed local writer left behind."""
-    if is_s3(root) or not os.path.isdir(root):
+    if is_remote(root) or not os.path.isdir(root):
         return 0
     n = 0
     for p in Path(root).rglob(".*.tmp"):

@@ -145,7 +145,7 @@ class RLDSReader:
         parts: list[Partition] = []
         for f in files:
             n = lengths.get(f)
-            if n is None and not store.is_s3(f):
+            if n is None and not store.is_remote(f):
                 n = count_records(f)
             step = episodes_per_partition or n or 1
             if n is None:
