@@ -9,6 +9,10 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
+class ClusterTooSmall(ValueError):
+    """The stages cannot all be scheduled at once: Ray would wait forever, so refuse to start."""
+
+
 @dataclass
 class RayRuntime:
     address: str | None = None
@@ -30,9 +34,20 @@ class RayRuntime:
 
         if ray.is_initialized():
             return
+        if self.num_cpus is not None and not self.address and self.num_cpus < min_cpus:
+            raise ClusterTooSmall(
+                f"{self.num_cpus} logical CPUs is fewer than the {min_cpus:g} the stages need at once (every actor "
+                f"pool's minimum and one read task): give at least {int(min_cpus + 0.999)}, or leave it unset. "
+                "Logical CPUs are Ray's accounting, not cores."
+            )
         if self.address:
             ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
             log.info("joined Ray cluster at %s", self.address)
+            have = ray.cluster_resources().get("CPU", 0.0)
+            if have < min_cpus:  # an autoscaling cluster grows on demand: say it, do not refuse
+                log.warning("the Ray cluster at %s has %g logical CPUs now; the stages need %g at once (every actor "
+                            "pool's minimum and one read task): the build waits until the cluster has them",
+                            self.address, have, min_cpus)
         else:
             cpus = self.num_cpus or max(os.cpu_count() or 1, int(min_cpus + 0.999))
             ray.init(

@@ -22,6 +22,7 @@ import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
 from engine import GroupResult, Pipeline, RayRuntime, RunStats
+from engine.runtime import ClusterTooSmall
 from pipelines.backends import registry
 from pipelines.sources import EpisodeFailure, Partition, SourceError, get_reader
 from pipelines.stages import DepthStage, MasksStage, ObjectsStage, SamplesStage, TracksStage
@@ -253,6 +254,8 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
     log.info("building %s from %s into %s (%d groups, %d already committed)", cfg.source, input_uri, out, len(groups), len(ledger))
     try:
         stats = pipeline.run(groups, committer, skip=set(ledger))
+    except ClusterTooSmall as e:
+        raise BuildError(f"cannot start: {e}") from e
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise BuildError(

@@ -207,3 +207,15 @@ def test_ray_is_pinned_to_the_tested_range():
     assert ray.__version__ in req.specifier
     # the engine passes max_restarts through **ray_remote_args, which Ray 2.64 removes
     assert "2.64" not in req.specifier
+
+
+def test_too_few_logical_cpus_is_refused_instead_of_waiting_forever(droid_input, tmp_path):
+    """Every actor pool's minimum and a read task must fit at once, or Ray waits for ever."""
+    res = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "build", "--source", "droid", "--input", droid_input, "--output",
+         str(tmp_path / "out"), "--backends", "cpu", "--num-cpus", "1", "--no-progress"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "1 logical CPUs is fewer than" in res.stdout + res.stderr and "give at least" in res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
