@@ -71,6 +71,7 @@ bench: install
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/shards.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/readers.py
 
 # Each model backend at its real size on this CPU (for information; docs/gpu.md).
 bench-models: model-envs

@@ -137,8 +137,10 @@ class DepthFrames:
                 raise ValueError(f"depth frame {i} is missing")
             if self.encoding == "png_mm":
                 return decode_depth_mm(item, f"depth frame {i}")
-            raw = decode_png16(item, f"depth frame {i}").astype(np.float32)
-            return raw / 1000.0 if raw.max() > 100 else raw
+            raw = decode_png16(item, f"depth frame {i}")
+            if raw.max() > 100:  # millimetres; one pass to metres, as decode_depth_mm
+                return np.divide(raw, np.float32(1000.0), dtype=np.float32)
+            return raw.astype(np.float32)
         except ValueError as e:
             file = self.files[i] if self.files and self.files[i] else self.file
             raise DecodeError(str(e), file=file, episode=self.episode, field=self.field) from e

@@ -150,7 +150,7 @@ class RoboMINDFrames:
             if img is None:
                 raise DecodeError(f"frame {i}: cannot decode {arr.size} bytes as an image", file=self.file, episode=self.episode, field=self.field)
         # OpenCV's order is BGR; where the embodiment stored RGB into it, it already is RGB
-        return np.ascontiguousarray(img if self.bgr_stored else img[..., ::-1])
+        return np.ascontiguousarray(img) if self.bgr_stored else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 class RoboMINDReader:
