@@ -3,15 +3,21 @@
 v2.1: one parquet and one video per episode. v3.0: many episodes per file; an episode's
 rows are `dataset_from_index..dataset_to_index` of its data file and its frames the
 `from_timestamp..to_timestamp` span of its (concatenated) video. Sub-tasks are runs of
-the per-frame `task_index`. Depth comes from an `image` feature marked `is_depth_map`
-(16-bit PNG, millimetres)."""
+the per-frame `task_index`. Depth is a feature marked `is_depth_map`, paired with the RGB
+camera it is named after (`<camera>_depth`; a lone depth feature goes with the camera read):
+an `image` feature (16-bit PNG, millimetres) or, as lerobot 0.5+ writes it, a `video` feature
+(12-bit depth codes, pix_fmt gray12le, HEVC) turned back into metres by lerobot's own
+inverse mapping (`dequantize_depth`) with the feature's `video.depth_min/depth_max/shift/use_log`."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.sources.base import (
@@ -89,7 +95,77 @@ class _EpisodeV30(_EpisodeV21):
 def _is_depth(feature: dict) -> bool:
     """LeRobot marks depth as `video.is_depth_map` (0.3-0.4) or `is_depth_map` (0.5 on)."""
     info = feature.get("info") or {}
-    return bool(info.get("video.is_depth_map") or info.get("is_depth_map"))
+    return isinstance(info, dict) and bool(info.get("video.is_depth_map") or info.get("is_depth_map"))
+
+
+def _paired_depth(camera: str, depth_keys: list[str]) -> str | None:
+    """The depth feature of `camera`: the one named after it (`<camera>_depth`, lerobot's
+    examples' naming), else the only one there is (as image depth was always paired)."""
+    for key in (f"{camera}_depth", f"{camera}.depth", f"{camera}_depth_map"):
+        if key in depth_keys:
+            return key
+    return depth_keys[0] if len(depth_keys) == 1 else None
+
+
+# lerobot 0.5+'s depth quantiser (lerobot/configs/video.py, datasets/depth_utils.py): 12-bit
+# codes, log-spaced between depth_min and depth_max (metres) after a shift
+DEPTH_QMAX = 4095
+DEPTH_DEFAULTS = {"depth_min": 0.01, "depth_max": 10.0, "shift": 3.5, "use_log": True}
+
+
+def _depth_params(info_uri: str, key: str, feature: dict) -> dict:
+    """The quantiser a depth video was written with (info.json `video.depth_*`; lerobot's
+    defaults where absent), or a SourceError naming the bad field."""
+    info = feature.get("info") or {}
+    out = {}
+    for name, default in DEPTH_DEFAULTS.items():
+        v = info.get(f"video.{name}", default)
+        v = default if v is None else v
+        ok = isinstance(v, bool) if name == "use_log" else isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok:
+            raise SourceError(f"depth quantiser {name} is {v!r}", file=info_uri, field=f"features/{key}/info/video.{name}")
+        out[name] = v
+    if not out["depth_max"] > out["depth_min"] or (out["use_log"] and out["depth_min"] + out["shift"] <= 0):
+        raise SourceError(f"depth quantiser range is unusable: {out}", file=info_uri, field=f"features/{key}/info/video.depth_min")
+    return out
+
+
+def dequantize_depth(codes: np.ndarray, depth_min: float, depth_max: float, shift: float, use_log: bool) -> np.ndarray:
+    """lerobot's `dequantize_depth` (numpy path, output in metres): 12-bit codes -> float32
+    metres in [depth_min, depth_max]. One difference: code 0 (every depth at or below
+    depth_min, sensors' invalid 0 included) is 0 here, this project's "invalid", where
+    lerobot returns depth_min."""
+    if use_log:
+        log_min, log_max = math.log(depth_min + shift), math.log(depth_max + shift)
+        scale, offset = (log_max - log_min) / DEPTH_QMAX, log_min
+    else:
+        scale, offset = (depth_max - depth_min) / DEPTH_QMAX, depth_min
+    buf = np.empty(codes.shape, np.float32)
+    np.multiply(codes, scale, out=buf)
+    np.add(buf, offset, out=buf)
+    if use_log:
+        np.exp(buf, out=buf)
+        np.subtract(buf, shift, out=buf)
+    np.clip(buf, depth_min, depth_max, out=buf)
+    buf[codes == 0] = 0.0
+    return buf
+
+
+@dataclass
+class VideoDepthFrames(DepthFrames):
+    """Depth stored as a lerobot 0.5+ depth video: decoded once per episode on first access."""
+
+    loader: object = None  # () -> list of float32 metres arrays
+    _metres: list | None = None
+
+    def metres(self, i: int) -> np.ndarray:
+        if self._metres is None:
+            frames = self.loader()
+            if len(frames) < len(self.data):
+                raise DecodeError(f"depth video has {len(frames)} decodable frames, expected {len(self.data)}",
+                                  file=self.file, episode=self.episode, field=self.field)
+            self._metres = frames
+        return self._metres[i]
 
 
 def _task_column(table) -> str | None:
@@ -131,8 +207,12 @@ class LeRobotReader:
         cam = self.camera or video_keys[0]
         if cam not in info["features"]:
             raise SourceError(f"camera {cam!r} is not a feature; have {video_keys}", file=store.join(root, "meta/info.json"), field="features")
-        depth_keys = [k for k, f in info["features"].items() if f.get("dtype") == "image" and f.get("info", {}).get("is_depth_map")]
-        return {"info": info, "v3": version.startswith("v3"), "camera": cam, "depth": depth_keys[0] if depth_keys else None}
+        depth_keys = [k for k, f in info["features"].items() if f.get("dtype") in ("image", "video") and _is_depth(f)]
+        depth = _paired_depth(cam, depth_keys)
+        meta = {"info": info, "v3": version.startswith("v3"), "camera": cam, "depth": depth, "depth_video": None}
+        if depth is not None and info["features"][depth].get("dtype") == "video":
+            meta["depth_video"] = _depth_params(info_uri, depth, info["features"][depth])
+        return meta
 
     def _episodes(self, root: str, meta: dict) -> list[dict]:
         if meta["v3"]:
@@ -249,7 +329,9 @@ class LeRobotReader:
             return frames[:n]
 
         depth = {}
-        if meta["depth"] and meta["depth"] in table.column_names:
+        if meta["depth_video"] is not None:
+            depth[cam] = self._depth_video(root, meta, info, row, eid, n, fps)
+        elif meta["depth"] and meta["depth"] in table.column_names:
             pngs = [(c or {}).get("bytes") for c in table[meta["depth"]].to_pylist()]
             depth[cam] = DepthFrames(pngs, "png_mm", data_uri, eid, meta["depth"])
         return Episode(
@@ -265,3 +347,33 @@ class LeRobotReader:
             success=None,
             file=data_uri,
         ).check()
+
+    def _depth_video(self, root, meta, info, row, eid, n, fps) -> VideoDepthFrames:
+        """The episode's span of its depth video (lerobot 0.5+), decoded on first access."""
+        key = meta["depth"]
+        if meta["v3"]:
+            cols = [f"videos/{key}/{c}" for c in ("chunk_index", "file_index", "from_timestamp", "to_timestamp")]
+            for c, kind in zip(cols, (int, int, int | float, int | float), strict=True):
+                if not isinstance(row.get(c), kind) or isinstance(row.get(c), bool):
+                    raise SourceError(f"episode row has no usable {c!r} for the depth video ({row.get(c)!r})",
+                                      file=store.join(root, "meta/episodes"), episode=eid, field=c)
+            uri = store.join(root, info["video_path"].format(video_key=key, chunk_index=row[cols[0]], file_index=row[cols[1]]))
+            t0, t1 = float(row[cols[2]]), float(row[cols[3]])
+        else:
+            ep, chunk_size = row["episode_index"], int(info.get("chunks_size", 1000))
+            uri = store.join(root, info["video_path"].format(episode_chunk=ep // chunk_size, episode_index=ep, video_key=key))
+            t0, t1 = 0.0, None
+        params = meta["depth_video"]
+
+        def load():
+            from pipelines.synthetic.video import decode_mp4
+
+            try:
+                with store.open_read(uri) as fh:
+                    data = fh.read()
+                codes = decode_mp4(data, t0, t1, fps, format="gray12le")  # as lerobot decodes depth
+            except Exception as e:  # noqa: BLE001 - any decoder failure names the video
+                raise DecodeError(f"depth video does not decode: {e}", file=uri, episode=eid, field=key) from e
+            return [dequantize_depth(c, **params) for c in codes[:n]]
+
+        return VideoDepthFrames([None] * n, "lerobot_depth_video", uri, eid, key, loader=load)

@@ -1,4 +1,12 @@
-"""Write generated episodes in DROID's RLDS layout (TFRecords of `tf.train.Example`)."""
+"""Write generated episodes in DROID's RLDS layout (TFRecords of `tf.train.Example`).
+
+The features are DROID 1.0.1's (tests/fixtures/rlds-droid, written by tensorflow-datasets,
+has them): three 180x320 JPEG cameras, float64 state, `action_dict` with the commanded
+positions and velocities, three instructions, and the episode metadata (building,
+collector_id, date, camera extrinsics, file_path, recording_folderpath). JPEGs are quality 95
+with 4:2:0 chroma, what DROID's published frames are: its RLDS builder hands numpy frames to
+`tfds.features.Image(encoding_format="jpeg")`, which encodes them with
+`tf.image.encode_jpeg`'s defaults (the fixture's JPEGs have libjpeg's quality-95 tables)."""
 
 from __future__ import annotations
 
@@ -9,10 +17,12 @@ import numpy as np
 
 from pipelines.sources.tfrecord import encode_example, frame_record
 from pipelines.synthetic.codec import depth_to_png_mm, encode_jpeg, encode_png
-from pipelines.synthetic.scene import EpisodeScene, Renderer, cameras_for, render, wrist_camera
+from pipelines.synthetic.scene import Camera, EpisodeScene, Renderer, cameras_for, render, wrist_camera
 
 DROID_NAME, DROID_VERSION = "droid", "1.0.1"
 EPISODES_PER_FILE = 4
+JPEG_QUALITY = 95  # tf.image.encode_jpeg's default, through which TFDS (and so DROID) encodes frames
+BUILDING, DATE = "gem-lab", "2026-11-24"
 # Extra step keys the generator adds (DROID itself has no depth or masks).
 DEPTH_KEY = "steps/observation/exterior_depth_1_left"
 MASK_KEY = "steps/observation/exterior_mask_1_left"
@@ -25,18 +35,22 @@ def droid_example(scene: EpisodeScene, file_path: str) -> bytes:
     ext1, ext2, wrist, depth, masks = [], [], [], [], []
     for t in range(t_):
         f1 = r1(t)
-        ext1.append(encode_jpeg(f1.rgb))
+        ext1.append(encode_jpeg(f1.rgb, JPEG_QUALITY))
         depth.append(depth_to_png_mm(f1.depth))
         masks.append(encode_png(f1.instances))
-        ext2.append(encode_jpeg(r2(t).rgb))
+        ext2.append(encode_jpeg(r2(t).rgb, JPEG_QUALITY))
         # the wrist camera sees at half rate in our renderer's budget: render every frame
         # anyway so the layout matches DROID (one image per step per camera)
-        wrist.append(encode_jpeg(render(scene, t, wrist_camera(scene, t)).rgb))
+        wrist.append(encode_jpeg(render(scene, t, wrist_camera(scene, t)).rgb, JPEG_QUALITY))
     g = scene.gripper
     cart = np.concatenate([g, np.zeros((t_, 3))], 1)
     joints = np.tile(np.linspace(-0.5, 0.5, 7), (t_, 1)) + g[:, :1] * 0.1
     grip = scene.gripper_closed.astype(np.float64)[:, None]
-    action = np.concatenate([np.diff(cart, axis=0, append=cart[-1:]), grip], 1)
+
+    def velocity(x):  # per step, toward the next step's value (the last step holds)
+        return np.diff(x, axis=0, append=x[-1:])
+
+    action = np.concatenate([velocity(cart), grip], 1)
     is_first = np.zeros(t_, bool)
     is_first[0] = True
     is_last = np.zeros(t_, bool)
@@ -56,13 +70,23 @@ def droid_example(scene: EpisodeScene, file_path: str) -> bytes:
         "steps/observation/gripper_position": grip.reshape(-1),
         "steps/action": action.reshape(-1),
         "steps/action_dict/cartesian_position": cart.reshape(-1),
+        "steps/action_dict/cartesian_velocity": velocity(cart).reshape(-1),
         "steps/action_dict/gripper_position": grip.reshape(-1),
+        "steps/action_dict/gripper_velocity": velocity(grip).reshape(-1),
+        "steps/action_dict/joint_position": joints.reshape(-1),
+        "steps/action_dict/joint_velocity": velocity(joints).reshape(-1),
         "steps/discount": np.ones(t_, np.float32),
         "steps/reward": is_last.astype(np.float32),
         DEPTH_KEY: depth,
         MASK_KEY: masks,
         "episode_metadata/file_path": [file_path.encode()],
-        "episode_metadata/recording_folderpath": [file_path.rsplit("/", 1)[0].encode()],
+        "episode_metadata/recording_folderpath": [(file_path.rsplit("/", 1)[0] + "/recordings/MP4").encode()],
+        "episode_metadata/building": [BUILDING.encode()],
+        "episode_metadata/collector_id": [f"collector_{scene.index % 4:02d}".encode()],
+        "episode_metadata/date": [DATE.encode()],
+        "episode_metadata/extrinsics_exterior_cam_1": extrinsics(cams["exterior_1"]),
+        "episode_metadata/extrinsics_exterior_cam_2": extrinsics(cams["exterior_2"]),
+        "episode_metadata/extrinsics_wrist_cam": extrinsics(wrist_camera(scene, 0)),
         # what a simulator logs beside its instance masks: id -> object name
         "episode_metadata/instance_names": [
             json.dumps({str(i + 1): o.name for i, o in enumerate(scene.objects)}, sort_keys=True).encode()
@@ -71,9 +95,21 @@ def droid_example(scene: EpisodeScene, file_path: str) -> bytes:
     return encode_example(feats)
 
 
+def extrinsics(cam: Camera) -> np.ndarray:
+    """A camera's pose as DROID's episode metadata gives it: position then XYZ Euler angles
+    (scipy's extrinsic "xyz", as DROID's transformations use) of the camera-to-base rotation
+    of an OpenCV camera (x right, y down, z forward). The scene's world frame stands for
+    the robot base; the wrist camera's pose is its first step's (assumed: DROID's wrist
+    extrinsics are one (6,) per episode too)."""
+    r = cam.rotation.T  # camera -> world
+    pitch = -np.arcsin(np.clip(r[2, 0], -1.0, 1.0))
+    roll, yaw = np.arctan2(r[2, 1], r[2, 2]), np.arctan2(r[1, 0], r[0, 0])
+    return np.concatenate([cam.position, [roll, pitch, yaw]]).astype(np.float64)
+
+
 def droid_file_path(scene: EpisodeScene) -> str:
     outcome = "success" if scene.success else "failure"
-    return f"/synthetic/gem-lab/{outcome}/2026-11-24/episode_{scene.index:05d}/trajectory.h5"
+    return f"/synthetic/{BUILDING}/{outcome}/{DATE}/episode_{scene.index:05d}/trajectory.h5"
 
 
 # features.json in TFDS's own format (tfds.builder_from_directory reads it)
@@ -148,10 +184,20 @@ def write_droid(out: Path, scenes: list[EpisodeScene]) -> dict[str, EpisodeScene
                 "gripper_position": _tensor((1,), "float64"),
             }),
             "action": _tensor((7,), "float64"),
-            "action_dict": _dict({"cartesian_position": _tensor((6,), "float64"), "gripper_position": _tensor((1,), "float64")}),
+            "action_dict": _dict({
+                "cartesian_position": _tensor((6,), "float64"), "cartesian_velocity": _tensor((6,), "float64"),
+                "gripper_position": _tensor((1,), "float64"), "gripper_velocity": _tensor((1,), "float64"),
+                "joint_position": _tensor((7,), "float64"), "joint_velocity": _tensor((7,), "float64"),
+            }),
             "discount": _scalar("float32"), "reward": _scalar("float32"),
         }),
-        "episode_metadata": _dict({"file_path": _text(), "recording_folderpath": _text(), "instance_names": _text()}),
+        "episode_metadata": _dict({
+            "building": _text(), "collector_id": _text(), "date": _text(),
+            "extrinsics_exterior_cam_1": _tensor((6,), "float64"), "extrinsics_exterior_cam_2": _tensor((6,), "float64"),
+            "extrinsics_wrist_cam": _tensor((6,), "float64"),
+            "file_path": _text(), "recording_folderpath": _text(),
+            "instance_names": _text(),  # not in DROID: the generator's instance id -> object name
+        }),
     })
     (root / "features.json").write_text(json.dumps(features, indent=1, sort_keys=True))
     return ids
