@@ -467,6 +467,58 @@ class _StreamingBody(io.RawIOBase):
             super().close()
 
 
+def open_seekable(uri: str, block: int = 1 << 20) -> BinaryIO:
+    """A seekable binary reader that fetches only what is read (ranged GETs of `block`
+    bytes on object stores): for containers read in pieces, such as one episode's span of
+    a LeRobot v3.0 video holding hundreds of episodes."""
+    if is_s3(uri):
+        return io.BufferedReader(_RangeReader(uri, size(uri)), buffer_size=block)
+    if is_remote(uri):
+        return io.BufferedReader(_SeekableFsReader(uri, _fs_open(uri, f"GET {uri}")), buffer_size=block)
+    return open(uri, "rb", buffering=block)
+
+
+class _RangeReader(io.RawIOBase):
+    """An S3 object as a seekable file: each read is one ranged GET (retried by botocore)."""
+
+    def __init__(self, uri: str, length: int):
+        self.uri, self.length, self.pos = uri, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, b) -> int:
+        if self.pos >= self.length or not len(b):
+            return 0
+        end = min(self.length, self.pos + len(b))
+        data = read_bytes(self.uri, self.pos, end)
+        b[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
+class _SeekableFsReader(_FsReader):
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+
 def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> bytes:
     """Whole object, or bytes [start, end) with a ranged read."""
     if is_s3(uri):

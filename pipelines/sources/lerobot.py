@@ -321,9 +321,9 @@ class LeRobotReader:
             from pipelines.synthetic.video import decode_mp4
 
             try:
-                with store.open_read(uri) as fh:
-                    data = fh.read()
-                frames = decode_mp4(data, t0, t1, fps)
+                # v3.0 files hold many episodes: seek to this one's span, fetch only that
+                with store.open_seekable(uri) as fh:
+                    frames = decode_mp4(fh, t0, t1, fps)
             except Exception as e:  # noqa: BLE001 - any decoder failure names the video
                 raise DecodeError(f"video does not decode: {e}", file=uri, episode=eid, field=cam) from e
             return frames[:n]
@@ -369,9 +369,8 @@ class LeRobotReader:
             from pipelines.synthetic.video import decode_mp4
 
             try:
-                with store.open_read(uri) as fh:
-                    data = fh.read()
-                codes = decode_mp4(data, t0, t1, fps, format="gray12le")  # as lerobot decodes depth
+                with store.open_seekable(uri) as fh:
+                    codes = decode_mp4(fh, t0, t1, fps, format="gray12le")  # as lerobot decodes depth
             except Exception as e:  # noqa: BLE001 - any decoder failure names the video
                 raise DecodeError(f"depth video does not decode: {e}", file=uri, episode=eid, field=key) from e
             return [dequantize_depth(c, **params) for c in codes[:n]]
