@@ -2,12 +2,16 @@
 
 Work is split into *groups* (a source file, a slice of episodes): the unit of commit and
 resume. A group's read emits its items and then a marker that says how many it emitted;
-the driver commits a group (the caller's `on_group`) only when every one of its items has
-come back, finished or quarantined. A rerun skips committed groups, so a run killed at any
-moment and rerun ends with exactly the output of an uninterrupted run.
+a group is finished (the caller's `finish`, e.g. writing its shards) and committed (the
+caller's `on_group`, e.g. a ledger entry) only when every one of its items has come back,
+finished or quarantined. A rerun skips committed groups, so a run killed at any moment and
+rerun ends with exactly the output of an uninterrupted run.
 
 Two executors share these semantics: `ray` (Ray Data, streaming, one actor pool per stage,
 backpressure between them) and `local` (one process, for debugging and as a baseline).
+In `ray` the items never pass through the driver: the last stage hands each group's items
+to a group-writer actor (chosen by group), which runs `finish` on the whole group; the
+driver sees only each item's id, group, error and timings, and `finish`'s small result.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class GroupResult:
     items: list[dict]  # sorted by `_id`; failed items carry `_error`
 
 
+# What the driver sees of an item in `ray` mode: enough to count, report and complete groups.
+STUB_KEYS = ("_id", "_group", "_marker", "_error", "_timing")
+
+
 @dataclass
 class RunStats:
     groups_total: int = 0
@@ -49,6 +57,8 @@ class RunStats:
     stages: dict[str, dict] = field(default_factory=dict)
     wall_s: float = 0.0
     startup_s: float = 0.0
+    driver_bytes: int = 0  # item bytes the driver received (ray: stubs only)
+    driver_cpu_s: float = 0.0  # CPU time of the driver process during the run
 
 
 def _read_group(read_fn: ReadFn, group: int, payload: Any) -> Iterator[dict]:
@@ -77,12 +87,13 @@ def _read_group(read_fn: ReadFn, group: int, payload: Any) -> Iterator[dict]:
 
 
 class _GroupCollector:
-    def __init__(self, on_group: Callable[[GroupResult], None], stats: RunStats, on_item=None):
+    """Counts items (or their stubs) per group; hands each complete group, sorted, to `complete`."""
+
+    def __init__(self, complete: Callable[[GroupResult], None], stats: RunStats):
         self.pending: dict[int, list[dict]] = {}
         self.expected: dict[int, int] = {}
-        self.on_group = on_group
+        self.complete = complete
         self.stats = stats
-        self.on_item = on_item
 
     def add(self, item: dict) -> None:
         g = item["_group"]
@@ -99,16 +110,13 @@ class _GroupCollector:
                 s = self.stats.stages.setdefault(stage, {"items": 0, "busy_s": 0.0})
                 s["items"] += 1
                 s["busy_s"] += dt
-            if self.on_item:
-                self.on_item(item)
         if g in self.expected and len(self.pending.get(g, [])) == self.expected[g]:
             items = sorted(self.pending.pop(g, []), key=lambda it: it["_id"])
             del self.expected[g]
             ids = [it["_id"] for it in items]
             if len(set(ids)) != len(ids):
                 raise RuntimeError(f"group {g}: duplicate item ids (a read must give each item a unique _id)")
-            self.on_group(GroupResult(g, items))
-            self.stats.groups_committed += 1
+            self.complete(GroupResult(g, items))
 
     def check_done(self) -> None:
         if self.pending or self.expected:
@@ -118,10 +126,12 @@ class _GroupCollector:
 
 
 class _StageActor:
-    """Ray Data callable class: one per actor; the stage's `setup()` runs once here."""
+    """Ray Data callable class: one per actor; the stage's `setup()` runs once here. The last
+    stage's actors hand their items to the group writers and pass on stubs."""
 
     STAGE: Stage
     METRICS = None
+    WRITERS: list | None = None
 
     def __init__(self):
         self.runner = StageRunner(self.STAGE)
@@ -140,24 +150,73 @@ class _StageActor:
         errors = sum(1 for it in out if "_error" in it) - before
         if self.metrics is not None:
             self.metrics.record.remote(self.runner.stage.name, self.actor, live - errors, errors, time.perf_counter() - t0)
-        import numpy as np
+        if self.WRITERS is not None:
+            out = _hand_off(out, self.WRITERS)
+        return _rows(out)
 
-        return {
-            "id": np.array([it["_id"] for it in out], dtype=object),
-            "payload": np.array([pickle.dumps(it, protocol=5) for it in out], dtype=object),
-        }
+
+def _rows(items: list[dict]) -> dict:
+    import numpy as np
+
+    return {
+        "id": np.array([it["_id"] for it in items], dtype=object),
+        "payload": np.array([pickle.dumps(it, protocol=5) for it in items], dtype=object),
+    }
+
+
+def _hand_off(items: list[dict], writers: list) -> list[dict]:
+    """Give each group's items to its writer (and wait: the stubs must not overtake them);
+    return the stubs. Markers carry nothing and stay as they are."""
+    import ray
+
+    by_group: dict[int, list[bytes]] = {}
+    for it in items:
+        if "_marker" not in it:
+            by_group.setdefault(it["_group"], []).append(pickle.dumps(it, protocol=5))
+    ray.get([writers[g % len(writers)].add.remote(g, payloads) for g, payloads in by_group.items()])
+    return [{k: it[k] for k in STUB_KEYS if k in it} for it in items]
+
+
+class GroupLost(RuntimeError):
+    """A group writer no longer holds all of a group's items (it died and was restarted):
+    the group stays uncommitted and a rerun redoes it."""
+
+
+class _GroupWriter:
+    """Holds the items of the groups assigned to it until the driver says a group is
+    complete, then runs `finish` on it there: the group's bytes go from the last stage to
+    here and on to the output store, never through the driver."""
+
+    def __init__(self, finish: Callable[[GroupResult], Any]):
+        self.finish_fn = finish
+        self.groups: dict[int, dict[str, bytes]] = {}
+
+    def add(self, group: int, payloads: list[bytes]) -> None:
+        items = self.groups.setdefault(group, {})
+        for p in payloads:  # a retried batch hands the same ids again: the last one holds
+            items[pickle.loads(p)["_id"]] = p
+
+    def finish(self, group: int, ids: list[str]) -> Any:
+        held = self.groups.pop(group, {})
+        missing = [i for i in ids if i not in held]
+        if missing:
+            raise GroupLost(f"group {group}: its writer lost {len(missing)} of its items (e.g. {missing[:3]}); rerun to redo it")
+        return self.finish_fn(GroupResult(group, [pickle.loads(held[i]) for i in ids]))
 
 
 class _ReadFn:
-    def __init__(self, read_fn: ReadFn, metrics=None):
+    def __init__(self, read_fn: ReadFn, metrics=None, writers: list | None = None):
         self.read_fn = read_fn
         self.metrics = metrics
+        self.writers = writers
 
     def __call__(self, row: dict) -> Iterator[dict]:
         group, payload = pickle.loads(row["payload"])
         n = 0
         for item in _read_group(self.read_fn, group, payload):
             n += 1
+            if self.writers is not None:  # no stages: the read is the last step
+                item = _hand_off([item], self.writers)[0]
             yield {"id": item["_id"], "payload": pickle.dumps(item, protocol=5)}
         if self.metrics is not None:
             self.metrics.record_read.remote(n - 1)
@@ -173,6 +232,8 @@ class Pipeline:
         progress: bool = False,
         metrics_port: int | None = None,
         read_num_cpus: float = 1.0,
+        group_writers: int = 1,
+        writer_num_cpus: float = 0.5,
     ):
         if mode not in ("ray", "local"):
             raise ValueError(f"mode must be 'ray' or 'local', not {mode!r}")
@@ -183,31 +244,41 @@ class Pipeline:
         self.progress = progress
         self.metrics_port = metrics_port
         self.read_num_cpus = read_num_cpus
+        self.group_writers = group_writers  # actors that finish groups (write shards), in `ray`
+        self.writer_num_cpus = writer_num_cpus
 
     def min_cpus(self) -> float:
-        """Logical CPUs needed so that every pool's minimum and one read task fit at once."""
-        return self.read_num_cpus + sum(s.resources.num_cpus * s.resources.min_actors for s in self.stages)
+        """Logical CPUs needed so that every pool's minimum, the group writers and one read
+        task fit at once."""
+        pools = sum(s.resources.num_cpus * s.resources.min_actors for s in self.stages)
+        return self.read_num_cpus + pools + self.group_writers * self.writer_num_cpus
 
     def run(
         self,
         groups: list[tuple[int, Any]],
-        on_group: Callable[[GroupResult], None],
+        on_group: Callable[[Any], None],
         skip: set[int] | frozenset[int] = frozenset(),
+        finish: Callable[[GroupResult], Any] | None = None,
     ) -> RunStats:
+        """Run every group not in `skip`; for each complete group, `on_group(finish(result))`
+        on the driver. `finish` (default: the GroupResult itself) runs where the items are:
+        in `ray` mode inside a group writer, so only what it returns reaches the driver."""
+        finish = finish or _whole_group
         todo = [(g, p) for g, p in groups if g not in skip]
         stats = RunStats(groups_total=len(groups), groups_skipped=len(groups) - len(todo))
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         if not todo:
             stats.wall_s = time.perf_counter() - t0
             return stats
-        with _Progress(self.progress, [s.name for s in self.stages], len(todo)) as bar:
-            collector = _GroupCollector(_tick(on_group, bar), stats)
+        commit = _tick(on_group, bar := _Progress(self.progress, [s.name for s in self.stages], len(todo)), stats)
+        with bar:
             if self.mode == "local":
+                collector = _GroupCollector(lambda result: commit(finish(result)), stats)
                 self._run_local(todo, collector, bar, stats)
             else:
-                self._run_ray(todo, collector, bar, stats)
-            collector.check_done()
+                self._run_ray(todo, finish, commit, bar, stats)
         stats.wall_s = time.perf_counter() - t0
+        stats.driver_cpu_s = time.process_time() - cpu0
         return stats
 
     # -- executors ----------------------------------------------------------------------
@@ -230,6 +301,7 @@ class Pipeline:
                     buf = []
             if buf:
                 self._local_batch(buf, runners, collector, metrics, bar)
+        collector.check_done()
 
     def _local_batch(self, items, runners, collector, metrics: Metrics, bar) -> None:
         for r in runners:
@@ -249,7 +321,7 @@ class Pipeline:
             collector.add(it)
         bar.update(metrics.snapshot())
 
-    def _run_ray(self, todo, collector: _GroupCollector, bar, stats: RunStats) -> None:
+    def _run_ray(self, todo, finish, commit, bar, stats: RunStats) -> None:
         import ray
         import ray.data
         from ray.data import ActorPoolStrategy
@@ -257,16 +329,22 @@ class Pipeline:
         t_start = time.perf_counter()
         self.runtime.start(min_cpus=self.min_cpus())
         metrics = ray.remote(num_cpus=0)(Metrics).remote()
+        # a writer that dies is restarted empty: the groups it held are lost (GroupLost, left
+        # uncommitted for a rerun), the others go on; `add` is resent to the new one
+        writer_cls = ray.remote(num_cpus=self.writer_num_cpus, max_restarts=3, max_task_retries=1)(_GroupWriter)
+        writers = [writer_cls.remote(finish) for _ in range(max(1, self.group_writers))]
         ds = ray.data.from_items(
             [{"id": str(g), "payload": pickle.dumps((g, p))} for g, p in todo],
             override_num_blocks=len(todo),
         )
-        ds = ds.flat_map(_ReadFn(self.read_fn, metrics), num_cpus=self.read_num_cpus)
-        for stage in self.stages:
+        ds = ds.flat_map(_ReadFn(self.read_fn, metrics, None if self.stages else writers), num_cpus=self.read_num_cpus)
+        for k, stage in enumerate(self.stages):
             res = stage.resources
             # the stage rides on the class (pickled by value), not as constructor args in the
             # object store, so a restarted actor can always rebuild it
-            actor_cls = type(f"Stage_{stage.name}", (_StageActor,), {"STAGE": stage, "METRICS": metrics})
+            last = k == len(self.stages) - 1
+            actor_cls = type(f"Stage_{stage.name}", (_StageActor,),
+                             {"STAGE": stage, "METRICS": metrics, "WRITERS": writers if last else None})
             with warnings.catch_warnings():
                 # Ray 2.60-2.63 warn that `**ray_remote_args` goes in 2.64, but bounded actor
                 # restarts have no named parameter yet (Ray Data's default restarts forever,
@@ -285,6 +363,33 @@ class Pipeline:
                     max_restarts=res.max_actor_restarts,
                     max_task_retries=res.max_actor_restarts,
                 )
+        finishing: dict = {}  # ref of a writer's finish() -> group
+
+        def complete(result: GroupResult) -> None:
+            ids = [it["_id"] for it in result.items]
+            finishing[writers[result.group % len(writers)].finish.remote(result.group, ids)] = result.group
+
+        def commit_finished(wait_all: bool) -> None:
+            while finishing:
+                ready, _ = ray.wait(list(finishing), num_returns=len(finishing) if wait_all else 1, timeout=None if wait_all else 0)
+                if not ready:
+                    return
+                for ref in ready:
+                    group = finishing.pop(ref)
+                    try:
+                        value = ray.get(ref)
+                    except ray.exceptions.RayActorError as e:
+                        log.error("group %d is left uncommitted: its writer died while finishing it (%s)", group, e)
+                        continue
+                    except ray.exceptions.RayTaskError as e:
+                        if isinstance(e.cause, GroupLost):
+                            log.error("%s", e.cause)
+                            continue
+                        # the caller handles finish's own errors (disk full, store down) as raised
+                        raise e.cause if isinstance(e.cause, BaseException) else e from None
+                    commit(value)
+
+        collector = _GroupCollector(complete, stats)
         stop = threading.Event()
         exporter = PrometheusExporter(self.metrics_port) if self.metrics_port else None
         poller = threading.Thread(target=_poll, args=(metrics, bar, exporter, stop), daemon=True)
@@ -296,8 +401,14 @@ class Pipeline:
                     stats.startup_s = time.perf_counter() - t_start
                     first = False
                 for p in batch["payload"]:
+                    stats.driver_bytes += len(p)
                     collector.add(pickle.loads(p))
+                commit_finished(wait_all=False)
+            collector.check_done()
+            commit_finished(wait_all=True)
         finally:
+            for w in writers:
+                ray.kill(w)
             stop.set()
             poller.join(timeout=5)
             try:
@@ -322,9 +433,14 @@ def _poll(metrics, bar, exporter, stop: threading.Event) -> None:
             exporter.update(snap, time.time() - t0)
 
 
-def _tick(on_group, bar):
-    def wrapped(result: GroupResult) -> None:
-        on_group(result)
+def _whole_group(result: GroupResult) -> GroupResult:
+    return result
+
+
+def _tick(on_group, bar, stats: RunStats):
+    def wrapped(value) -> None:
+        on_group(value)
+        stats.groups_committed += 1
         bar.group_done()
 
     return wrapped

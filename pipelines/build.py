@@ -253,7 +253,7 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
     committer = GroupCommitter(out, cfg, chash)
     log.info("building %s from %s into %s (%d groups, %d already committed)", cfg.source, input_uri, out, len(groups), len(ledger))
     try:
-        stats = pipeline.run(groups, committer, skip=set(ledger))
+        stats = pipeline.run(groups, committer.commit, skip=set(ledger), finish=committer.write)
     except ClusterTooSmall as e:
         raise BuildError(f"cannot start: {e}") from e
     except OSError as e:
@@ -289,12 +289,13 @@ def _read_ledger(out: str, chash: str) -> dict[int, dict]:
 
 
 class GroupCommitter:
-    """Called by the engine with each complete group: shards, sidecars, then ledger entry."""
+    """A complete group's shards and sidecars (`write`, where the samples are: a group writer
+    in Ray mode), then its ledger entry, the commit point (`commit`, on the driver)."""
 
     def __init__(self, out: str, cfg: BuildConfig, chash: str):
         self.out, self.cfg, self.chash = out, cfg, chash
 
-    def __call__(self, result: GroupResult) -> None:
+    def write(self, result: GroupResult) -> dict:
         writer = ShardWriter(self.out, f"{result.group:05d}", self.cfg.shards.max_samples, self.cfg.shards.max_bytes)
         errors, quality, stats = [], [], []
         units = failed = filtered = 0
@@ -334,7 +335,10 @@ class GroupCommitter:
             "failed": failed,
             "filtered": filtered,
         }
-        store.write_bytes(store.join(self.out, LEDGER, f"{result.group:06d}.json"), json.dumps(entry, sort_keys=True).encode())
+        return entry
+
+    def commit(self, entry: dict) -> None:
+        store.write_bytes(store.join(self.out, LEDGER, f"{entry['group']:06d}.json"), json.dumps(entry, sort_keys=True).encode())
 
 
 def _write_stats(out: str, rec: ShardRecord) -> None:
@@ -461,6 +465,10 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
         "wall_s": round(wall, 3),
         "pipeline_wall_s": round(stats.wall_s, 3),
         "startup_s": round(stats.startup_s, 3),
+        # what the driver process did: in Ray mode it sees each unit's id, errors and timings,
+        # never sample bytes (group writers write the shards)
+        "driver": {"cpu_s": round(stats.driver_cpu_s, 3), "item_bytes_received": stats.driver_bytes,
+                   "item_bytes_per_unit": round(stats.driver_bytes / units, 1) if units else None},
         "groups": {"total": len(groups), "skipped_as_committed": stats.groups_skipped, "committed_now": stats.groups_committed},
         "quality": _quality(entries),
         "histograms": _merge_histograms(entries),

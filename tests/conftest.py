@@ -110,7 +110,7 @@ def ray_runtime():
     """Ray started once for the whole session (a start costs seconds)."""
     from engine import RayRuntime
 
-    rt = RayRuntime(num_cpus=4, object_store_mb=512)
+    rt = RayRuntime(num_cpus=6, object_store_mb=512)  # logical: a CPU build's pools, read and writer fit at once
     rt.start()
     yield rt
     rt.stop()
