@@ -48,24 +48,28 @@ def droid_copy(droid_root, tmp_path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """A real moto S3 server process on 127.0.0.1, reached with boto3 over HTTP."""
-    exe = Path(sys.executable).with_name("moto_server")
-    port = _free_port()
-    log = open(os.devnull, "wb")
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    endpoint = f"http://127.0.0.1:{port}"
+def start_server(cmd: list[str], port: int, name: str) -> subprocess.Popen:
+    """Start a server process and wait until it accepts connections on 127.0.0.1:`port`."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
+                return proc
         except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited at start") from None
             time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("moto_server did not start")
+    proc.kill()
+    raise RuntimeError(f"{name} did not start")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real moto S3 server process on 127.0.0.1, reached with boto3 over HTTP."""
+    port = _free_port()
+    proc = start_server([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)], port, "moto_server")
+    endpoint = f"http://127.0.0.1:{port}"
     env = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",

@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from shards import store
+from tests.conftest import _free_port, start_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DROID_FIXTURE = FIXTURES / "rlds-droid" / "droid" / "1.0.1"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -32,20 +26,7 @@ def gcs_server():
     gcsfs at it, as it would point Google's own clients."""
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
     port = _free_port()
-    log = open(os.devnull, "wb")
-    proc = subprocess.Popen([str(exe), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory", "-q"], stdout=log, stderr=log)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError("gcp-storage-emulator exited at start") from None
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("gcp-storage-emulator did not start")
+    proc = start_server([str(exe), "start", "-H", "127.0.0.1", "--port", str(port), "--in-memory", "-q"], port, "gcp-storage-emulator")
     env = {
         "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
         # the emulator speaks the JSON API only, no gRPC
@@ -56,7 +37,6 @@ def gcs_server():
     yield {"endpoint": env["STORAGE_EMULATOR_HOST"], "port": port, "proc": proc, "env": env}
     proc.terminate()
     proc.wait(10)
-    log.close()
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
