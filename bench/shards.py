@@ -13,6 +13,13 @@ comparison with the files already in the page cache is printed as well
 (read_page_cache_vs_raw): there the raw read is a memcpy at memory bandwidth and the ratio
 measures the reader's per-sample CPU cost instead, which is not the target.
 Also samples/s with 1 and 2 DataLoader worker processes (decoded to tensors).
+
+decode_vs_bare:    decode_sample() on the samples' bytes / a bare loop decoding the same bytes
+                   with the same decoder (OpenCV: libjpeg-turbo, libpng) into the same arrays
+decode_vs_pil:     the same bare loop with PIL (the usual trainer's decoder) / decode_sample()
+(one process: what one loader worker decodes per second). reader_us / decode_us: the
+reader's own cost per sample (page cache, no decoding) beside decoding's, which is what
+a loader worker spends its time on.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -35,7 +44,7 @@ from bench.s3server import moto_server  # noqa: E402
 from pipelines.synthetic.codec import depth_to_png_mm, encode_jpeg  # noqa: E402
 from schemas import Manifest, Sample  # noqa: E402
 from shards import store  # noqa: E402
-from shards.reader import ShardStream  # noqa: E402
+from shards.reader import ShardStream, decode_sample  # noqa: E402
 from shards.writer import SampleFiles, ShardWriter  # noqa: E402
 
 N_SAMPLES = 6000
@@ -61,6 +70,38 @@ def make_samples(n: int) -> list[SampleFiles]:
         ).model_dump_json(by_alias=True).encode()
         out.append(SampleFiles(f"s{i:06d}", "grounding_point", {"jpg": encode_jpeg(f.rgb), "depth.png": depth_to_png_mm(f.depth), "json": meta}))
     return out
+
+
+def decode_bare(raws: list[dict]) -> None:
+    """The same bytes into the same arrays with the same decoder, and nothing else."""
+    import cv2
+
+    for r in raws:
+        json.loads(r["json"])
+        for ext, data in r.items():
+            if ext.endswith("jpg"):
+                cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            elif ext.endswith("png"):
+                mm = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+                np.divide(mm, np.float32(1000.0), dtype=np.float32), mm > 0
+
+
+def decode_ours(raws: list[dict]) -> None:
+    for r in raws:  # each sample dropped once made, as a loader worker hands it on
+        decode_sample(r)
+
+
+def decode_pil(raws: list[dict]) -> None:
+    from PIL import Image
+
+    for r in raws:
+        json.loads(r["json"])
+        for ext, data in r.items():
+            if ext.endswith("jpg"):
+                np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            elif ext.endswith("png"):
+                mm = np.asarray(Image.open(io.BytesIO(data)))
+                np.divide(mm, np.float32(1000.0), dtype=np.float32), mm > 0
 
 
 def drop_from_page_cache(paths: list[str]) -> None:
@@ -159,6 +200,10 @@ def main() -> None:
 
             t_raw_s3, t_ours_s3 = side_by_side(read_raw_s3, lambda: read_ours(s3root))
 
+        raws = list(ShardStream(root, decode=False, shuffle_buffer=1).iter_worker())
+        t_bare, t_dec = side_by_side(lambda: decode_bare(raws), lambda: decode_ours(raws))
+        t_pil = best(lambda: decode_pil(raws), 3)
+
         rates = {}
         try:
             from shards.reader import GemShardDataset, ShardLoader
@@ -178,6 +223,9 @@ def main() -> None:
         print(f"read local disk: ours {N_SAMPLES / t_ours_l:.0f} samples/s ({mb / t_ours_l:.0f} MB/s), raw {mb / t_raw_l:.0f} MB/s")
         print(f"read page cache: ours {N_SAMPLES / t_ours_warm:.0f} samples/s ({mb / t_ours_warm:.0f} MB/s), raw {mb / t_raw_warm:.0f} MB/s")
         print(f"read s3: ours {N_SAMPLES / t_ours_s3:.0f} samples/s ({mb / t_ours_s3:.0f} MB/s), raw boto3 GET {mb / t_raw_s3:.0f} MB/s")
+        print(f"decode: ours {N_SAMPLES / t_dec:.0f} samples/s per worker, bare OpenCV loop {N_SAMPLES / t_bare:.0f}, "
+              f"PIL {N_SAMPLES / t_pil:.0f}; reader {t_ours_warm / N_SAMPLES * 1e6:.0f} us/sample beside decoding's "
+              f"{t_dec / N_SAMPLES * 1e6:.0f} us")
         for k, v in rates.items():
             print(f"{k}: {v}")
         print(json.dumps({
@@ -187,6 +235,11 @@ def main() -> None:
             "read_local_vs_raw": round(t_raw_l / t_ours_l, 3),
             "read_s3_vs_raw": round(t_raw_s3 / t_ours_s3, 3),
             "read_page_cache_vs_raw": round(t_raw_warm / t_ours_warm, 3),
+            "decode_vs_bare": round(t_bare / t_dec, 3),
+            "decode_vs_pil": round(t_pil / t_dec, 3),
+            "decode_samples_per_s_per_worker": round(N_SAMPLES / t_dec, 1),
+            "reader_us_per_sample": round(t_ours_warm / N_SAMPLES * 1e6, 1),
+            "decode_us_per_sample": round(t_dec / N_SAMPLES * 1e6, 1),
             **rates,
         }))
     finally:

@@ -116,7 +116,11 @@ class ShardCache:
 
 
 def decode_sample(raw: dict, max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
-    """Bytes -> arrays. Only known, safe decoders: nothing is ever unpickled."""
+    """Bytes -> arrays. Only known, safe decoders: nothing is ever unpickled.
+
+    OpenCV's decoders are libjpeg-turbo and libpng (as fast as simplejpeg or PyTurboJPEG
+    here, bench/shards.py); the per-sample work around them is kept to one pass per array.
+    """
     import cv2
 
     out: dict = {"__key__": raw["__key__"]}
@@ -131,14 +135,14 @@ def decode_sample(raw: dict, max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
         arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if arr is None:
             raise ValueError(f"{raw['__key__']}: image does not decode")
-        images.append(arr[..., ::-1].copy())
+        images.append(cv2.cvtColor(arr, cv2.COLOR_BGR2RGB))
     for d in meta.get("depth", []):
         data = raw[d["name"]]
         _check_pixels(data, max_pixels, raw["__key__"])
         mm = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if mm is None or mm.dtype != np.uint16:
             raise ValueError(f"{raw['__key__']}: depth is not a 16-bit PNG")
-        depths.append(mm.astype(np.float32) / 1000.0)
+        depths.append(np.divide(mm, np.float32(1000.0), dtype=np.float32))
         valid.append(mm > 0)
     for ext, data in raw.items():
         if ext.endswith("npy"):
@@ -148,11 +152,36 @@ def decode_sample(raw: dict, max_pixels: int = MAX_IMAGE_PIXELS) -> dict:
 
 
 def _check_pixels(data: bytes, max_pixels: int, key: str) -> None:
-    from PIL import Image
+    """Refuse a decompression bomb before decoding it: the size from the header only."""
+    size = image_size(data)
+    if size is None:  # not a PNG or baseline/progressive JPEG header we can read: ask PIL
+        from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        if im.width * im.height > max_pixels:
-            raise UnsafeShardError(f"{key}: image of {im.width}x{im.height} exceeds the {max_pixels}-pixel limit")
+        with Image.open(io.BytesIO(data)) as im:
+            size = im.size
+    if size[0] * size[1] > max_pixels:
+        raise UnsafeShardError(f"{key}: image of {size[0]}x{size[1]} exceeds the {max_pixels}-pixel limit")
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's SOF marker, or None."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn (not DHT, JPG, DAC)
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+        i += 2 + length
+    return None
 
 
 @dataclass
