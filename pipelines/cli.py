@@ -304,10 +304,13 @@ def inspect(
 def train(
     config: Annotated[Path, typer.Option(help="Training config YAML, e.g. trainer/configs/tiny-cpu.yaml.")],
     data: Annotated[str, typer.Option(help="Dataset root with manifest.json (directory or s3:// URI).")],
-    out: Annotated[Path, typer.Option(help="Run directory: checkpoints, metrics.jsonl, tokenizer.")],
+    out: Annotated[Path, typer.Option(help="Run directory (shared by all ranks): checkpoints, metrics.jsonl, tokenizer.")],
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many steps (resume later).")] = None,
+    eval_data: Annotated[str | None, typer.Option(help="Held-out dataset evaluated at the end of each stage (OUT/eval/STAGE.json).")] = None,
 ) -> None:
-    """Train the slim GEM model (three progressive stages); reruns resume from the last checkpoint."""
+    """Train the slim GEM model (three progressive stages); reruns resume from the last checkpoint.
+
+    Under `torchrun --nproc-per-node N` every process runs this command and holds a shard of the model."""
     try:
         from trainer.config import load_config
         from trainer.train import train as run
@@ -317,8 +320,34 @@ def train(
         cfg = load_config(config)
     except (ValidationError, ValueError) as e:
         _fail(f"invalid training config {config}:\n{e}")
-    res = run(cfg, data, out, max_steps=max_steps)
+    try:
+        res = run(cfg, data, out, max_steps=max_steps, eval_data=eval_data)
+    except ValueError as e:
+        _fail(str(e))
     console.print(escape(f"{'finished' if res['finished'] else 'stopped'} at step {res['global_step']}; losses in {out}/metrics.jsonl"))
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option(help="Training run directory (its latest checkpoint is used).")],
+    data: Annotated[str, typer.Option(help="Held-out dataset root with manifest.json (directory or s3:// URI).")],
+    samples: Annotated[int, typer.Option(min=1, help="How many held-out samples (the first, in a fixed order).")] = 64,
+    out: Annotated[Path | None, typer.Option(help="Where the JSON goes; default RUN/eval/latest.json.")] = None,
+) -> None:
+    """Depth AbsRel and delta<1.25 of the DiT head's samples, and answer accuracy per task, as JSON."""
+    from trainer.evaluate import evaluate as run_eval
+    from trainer.evaluate import held_out
+    from trainer.train import load_trained
+
+    try:
+        model, collate, cfg = load_trained(run)
+    except FileNotFoundError as e:
+        _fail(str(e), 1)
+    result = run_eval(model, collate, held_out(data, samples), cfg)
+    path = out or run / "eval" / "latest.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    console.print(escape(f"wrote {path}: {json.dumps(result)}"))
 
 
 @app.command("depth-sample")

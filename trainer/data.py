@@ -1,5 +1,7 @@
-"""Samples -> model inputs: chat tokens with answer-only labels, Qwen-VL image patches,
-and the depth target of the flow-matching head."""
+"""Samples -> model inputs: multi-image, multi-turn chat tokens laid out as Qwen3-VL's chat
+template and processor lay them out, cross-entropy labels on every answer turn, Qwen-VL
+image patches, and the depth target of the flow-matching head with the tokens of the image
+that depth belongs to."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import torch
 
 PATCH, MERGE, TEMPORAL = 16, 2, 2
 MEAN, STD = 0.5, 0.5  # Qwen3-VL's image normalisation
+IMAGE = "<image>"
+IGNORE = -100
 
 
 def patchify(image: np.ndarray, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,10 +43,53 @@ def depth_target(depth_m: np.ndarray, valid: np.ndarray, res: int) -> tuple[np.n
     return np.where(mask, tgt, 0.0).astype(np.float32), mask.astype(np.float32)
 
 
+def depth_image(sample: dict) -> int:
+    """The index of the image whose depth supervises the head: `Sample.depth[0].image`
+    (the first depth map of a sample is the one supervised); 0 when there is none."""
+    refs = (sample.get("json") or {}).get("depth") or [{"image": 0}]
+    return int(refs[0]["image"])
+
+
 def depth_targets(samples: list[dict], res: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1, res, res) head targets and validity masks of a batch's first images."""
-    pairs = [depth_target(s["depth"][0], s["depth_valid"][0], res) for s in samples]
+    """(B, 1, res, res) head targets and validity masks (all zero for a sample without depth)."""
+    pairs = [depth_target(s["depth"][0], s["depth_valid"][0], res) if s.get("depth") else
+             (np.zeros((res, res), np.float32), np.zeros((res, res), np.float32)) for s in samples]
     return torch.from_numpy(np.stack([d for d, _ in pairs]))[:, None], torch.from_numpy(np.stack([m for _, m in pairs]))[:, None]
+
+
+def placeholders(turns: list[dict]) -> int:
+    return sum(t["value"].count(IMAGE) for t in turns)
+
+
+def image_index(ids: torch.Tensor, image_token_id: int, tokens_per_image: list[int]) -> torch.Tensor:
+    """For one sequence: the image each token belongs to (-1 for text), the image tokens
+    taken in order, `tokens_per_image[k]` of them for image k."""
+    out = torch.full_like(ids, -1)
+    pos = (ids == image_token_id).nonzero().flatten()
+    if len(pos) != sum(tokens_per_image):
+        raise ValueError(f"{len(pos)} image tokens for images of {tokens_per_image} tokens")
+    out[pos] = torch.repeat_interleave(torch.arange(len(tokens_per_image)), torch.tensor(tokens_per_image, dtype=torch.long))
+    return out
+
+
+def answer_labels(ids: torch.Tensor, attention: torch.Tensor, im_start: int, assistant: list[int], im_end: int) -> torch.Tensor:
+    """Labels that train every assistant turn: the tokens after `<|im_start|>assistant\\n`
+    up to and including its `<|im_end|>`; everything else (prompts, images, padding) ignored."""
+    labels = torch.full_like(ids, IGNORE)
+    head = [im_start] + assistant
+    for i in range(ids.shape[0]):
+        row = ids[i].tolist()
+        n = int(attention[i].sum())
+        j = 0
+        while j < n:
+            if row[j : j + len(head)] == head:
+                k = j + len(head)
+                while k < n and row[k] != im_end:
+                    k += 1
+                labels[i, j + len(head) : min(k + 1, n)] = ids[i, j + len(head) : min(k + 1, n)]
+                j = k
+            j += 1
+    return labels
 
 
 @dataclass
@@ -55,10 +102,32 @@ class Batch:
     image_grid_thw: torch.Tensor
     depth: torch.Tensor  # (B, 1, R, R) in [-1, 1]
     depth_mask: torch.Tensor  # (B, 1, R, R)
+    cond_tokens: torch.Tensor  # (B, L) bool: the tokens of the image the depth belongs to
     keys: list[str]
+
+    @property
+    def answer_tokens(self) -> int:
+        """Tokens the cross-entropy is taken over (labels shift by one)."""
+        return int((self.labels[:, 1:] != IGNORE).sum())
+
+
+def _finish(samples, ids, att, image_token_id, counts, pixels, grids, labels, res) -> Batch:
+    cond = torch.zeros_like(ids, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        cond[i] = image_index(ids[i], image_token_id, counts[i]) == depth_image(s)
+    depth, depth_mask = depth_targets(samples, res)
+    return Batch(
+        input_ids=ids, attention_mask=att, labels=labels, mm_token_type_ids=(ids == image_token_id).long(),
+        pixel_values=pixels, image_grid_thw=grids, depth=depth, depth_mask=depth_mask, cond_tokens=cond,
+        keys=[s["__key__"] for s in samples],
+    )
 
 
 class Collator:
+    """The tiny path (a local tokenizer): each `<image>` of the conversation, in order, is
+    images[k] resized to height x width, as `<|vision_start|>` + its merged-patch tokens +
+    `<|vision_end|>`; turns are `<|im_start|>user|assistant\\n ... <|im_end|>\\n`."""
+
     def __init__(self, tokenizer, image_token_id: int, height: int, width: int, res: int, max_answer_tokens: int):
         self.tok = tokenizer
         self.image_token_id = image_token_id
@@ -72,99 +141,102 @@ class Collator:
     def _encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
-    def _prompt(self, human: str) -> list[int]:
-        ids: list[int] = [self.im_start] + self._encode("user\n")
-        parts = human.split("<image>")
-        for k, part in enumerate(parts):
-            if k:
-                ids += [self.vs] + [self.image_token_id] * self.n_image_tokens + [self.ve]
-            ids += self._encode(part)
-        return ids + [self.im_end] + self._encode("\n") + [self.im_start] + self._encode("assistant\n")
+    def tokens(self, turns: list[dict], generation_prompt: bool = False) -> list[int]:
+        ids: list[int] = []
+        for t in turns:
+            if t["from"] == "human":
+                ids += [self.im_start] + self._encode("user\n")
+                for k, part in enumerate(t["value"].split(IMAGE)):
+                    if k:
+                        ids += [self.vs] + [self.image_token_id] * self.n_image_tokens + [self.ve]
+                    ids += self._encode(part)
+            else:
+                ids += [self.im_start] + self._encode("assistant\n") + self._encode(t["value"])[: self.max_answer]
+            ids += [self.im_end] + self._encode("\n")
+        if generation_prompt:
+            ids += [self.im_start] + self._encode("assistant\n")
+        return ids
 
     def __call__(self, samples: list[dict]) -> Batch:
-        seqs, labels, pixels, grids = [], [], [], []
-        for s in samples:
-            conv = s["conversations"]
-            human = next(t["value"] for t in conv if t["from"] == "human")
-            answer = next(t["value"] for t in conv if t["from"] == "gpt")
-            prompt = self._prompt(human)
-            ans = self._encode(answer)[: self.max_answer] + [self.im_end]
-            seqs.append(prompt + ans)
-            labels.append([-100] * len(prompt) + ans)  # cross-entropy on answer tokens only
-            pv, thw = patchify(s["images"][0], self.h, self.w)
-            pixels.append(pv)
-            grids.append(thw)
-        depth, depth_mask = depth_targets(samples, self.res)
+        seqs = [self.tokens(s["conversations"]) for s in samples]
         n = max(len(x) for x in seqs)
         ids = torch.full((len(seqs), n), self.pad, dtype=torch.long)
-        lab = torch.full((len(seqs), n), -100, dtype=torch.long)
         att = torch.zeros((len(seqs), n), dtype=torch.long)
-        for i, (x, y) in enumerate(zip(seqs, labels, strict=True)):
+        for i, x in enumerate(seqs):
             ids[i, : len(x)] = torch.tensor(x)
-            lab[i, : len(y)] = torch.tensor(y)
             att[i, : len(x)] = 1
-        return Batch(
-            input_ids=ids,
-            attention_mask=att,
-            labels=lab,
-            mm_token_type_ids=(ids == self.image_token_id).long(),
-            pixel_values=torch.cat(pixels),
-            image_grid_thw=torch.cat(grids),
-            depth=depth,
-            depth_mask=depth_mask,
-            keys=[s["__key__"] for s in samples],
-        )
+        patches = [patchify(img, self.h, self.w) for s in samples for img in s["images"]]
+        counts = [[self.n_image_tokens] * len(s["images"]) for s in samples]
+        labels = answer_labels(ids, att, self.im_start, self._encode("assistant\n"), self.im_end)
+        return _finish(samples, ids, att, self.image_token_id, counts, torch.cat([p for p, _ in patches]),
+                       torch.cat([g for _, g in patches]), labels, self.res)
+
+    def prompt(self, sample: dict) -> dict:
+        """Generation inputs: the conversation so far and the assistant's turn opened."""
+        turns = sample["conversations"]
+        ids = torch.tensor([self.tokens(turns, generation_prompt=True)])
+        patches = [patchify(img, self.h, self.w) for img in sample["images"][: placeholders(turns)]]
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == self.image_token_id).long(),
+                "pixel_values": torch.cat([p for p, _ in patches]), "image_grid_thw": torch.cat([g for _, g in patches])}
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
 
 
 class ProcessorCollator:
     """For a real Qwen3-VL checkpoint: tokenised by the model's own processor (its chat
     template and image processor; the processor needs torchvision, present on GPU images).
-    Labels keep the assistant answer only, as in the tiny path."""
+    Every turn of the conversation goes in; labels train every assistant answer."""
 
     def __init__(self, processor, image_token_id: int, res: int, max_answer_tokens: int):
         self.processor = processor
         self.image_token_id = image_token_id
         self.res = res
         self.max_answer = max_answer_tokens
+        tok = processor.tokenizer
+        tok.padding_side = "right"  # answer_labels reads each row up to its length
+        self.im_start, self.im_end = tok.convert_tokens_to_ids("<|im_start|>"), tok.convert_tokens_to_ids("<|im_end|>")
+        self.assistant = tok("assistant\n", add_special_tokens=False)["input_ids"]
+
+    def messages(self, turns: list[dict]) -> list[dict]:
+        tok = self.processor.tokenizer
+        out = []
+        for t in turns:
+            if t["from"] == "human":
+                content = []
+                for k, part in enumerate(t["value"].split(IMAGE)):
+                    if k:
+                        content.append({"type": "image"})
+                    if part.strip():
+                        content.append({"type": "text", "text": part.strip()})
+                out.append({"role": "user", "content": content})
+            else:
+                answer = tok.decode(tok(t["value"], add_special_tokens=False)["input_ids"][: self.max_answer])
+                out.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        return out
 
     def __call__(self, samples: list[dict]) -> Batch:
         from PIL import Image
 
-        prompts, fulls, images = [], [], []
+        texts = [self.processor.apply_chat_template(self.messages(s["conversations"]), tokenize=False) for s in samples]
+        images = [Image.fromarray(img) for s in samples for img in s["images"]]
+        enc = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        per_image = (enc["image_grid_thw"].prod(-1) // (MERGE * MERGE)).tolist()
+        counts, k = [], 0
         for s in samples:
-            conv = s["conversations"]
-            human = next(t["value"] for t in conv if t["from"] == "human")
-            answer = self.processor.tokenizer.decode(
-                self.processor.tokenizer(next(t["value"] for t in conv if t["from"] == "gpt"), add_special_tokens=False)["input_ids"][: self.max_answer]
-            )
-            content = []
-            for k, part in enumerate(human.split("<image>")):
-                if k:
-                    content.append({"type": "image"})
-                if part.strip():
-                    content.append({"type": "text", "text": part.strip()})
-            user = [{"role": "user", "content": content}]
-            prompts.append(self.processor.apply_chat_template(user, tokenize=False, add_generation_prompt=True))
-            fulls.append(self.processor.apply_chat_template(
-                user + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}], tokenize=False
-            ))
-            images.append(Image.fromarray(s["images"][0]))
-        enc = self.processor(text=fulls, images=images, return_tensors="pt", padding=True)
-        prompt_lens = [len(x) for x in self.processor(text=prompts, images=images, padding=False)["input_ids"]]
-        labels = enc["input_ids"].clone()
-        labels[enc["attention_mask"] == 0] = -100
-        for i, n in enumerate(prompt_lens):
-            labels[i, :n] = -100  # cross-entropy on the answer only
-        ids = enc["input_ids"]
-        depth, depth_mask = depth_targets(samples, self.res)
-        return Batch(
-            input_ids=ids,
-            attention_mask=enc["attention_mask"],
-            labels=labels,
-            mm_token_type_ids=enc.get("mm_token_type_ids", (ids == self.image_token_id).long()),
-            pixel_values=enc["pixel_values"],
-            image_grid_thw=enc["image_grid_thw"],
-            depth=depth,
-            depth_mask=depth_mask,
-            keys=[s["__key__"] for s in samples],
-        )
+            counts.append(per_image[k : k + len(s["images"])])
+            k += len(s["images"])
+        ids, att = enc["input_ids"], enc["attention_mask"]
+        labels = answer_labels(ids, att, self.im_start, self.assistant, self.im_end)
+        return _finish(samples, ids, att, self.image_token_id, counts, enc["pixel_values"], enc["image_grid_thw"], labels, self.res)
+
+    def prompt(self, sample: dict) -> dict:
+        from PIL import Image
+
+        turns = sample["conversations"]
+        text = self.processor.apply_chat_template(self.messages(turns), tokenize=False, add_generation_prompt=True)
+        images = [Image.fromarray(img) for img in sample["images"][: placeholders(turns)]]
+        return dict(self.processor(text=[text], images=images, return_tensors="pt"))
+
+    def decode(self, ids: list[int]) -> str:
+        return self.processor.tokenizer.decode(ids)

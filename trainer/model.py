@@ -1,13 +1,16 @@
 """GEM: a Qwen3-VL backbone, a 2-layer MLP connector and a DiT depth head trained with
-flow matching on the backbone's final hidden states of the visual tokens."""
+flow matching on the backbone's final hidden states of one image's visual tokens."""
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from trainer.config import TrainConfig
-from trainer.data import Batch
+from trainer.config import TrainConfig, architecture_path
+from trainer.data import IGNORE, Batch
 
 
 class Connector(nn.Module):
@@ -21,19 +24,18 @@ class Connector(nn.Module):
         return self.net(x)
 
 
-def build_backbone(cfg: TrainConfig, vocab_size: int, special: dict[str, int]):
-    """The backbone: a checkpoint, or a tiny random Qwen3-VL whose special tokens are the
-    local tokenizer's (`special`: image, video, vision_start, vision_end ids)."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+def backbone_config(cfg: TrainConfig, vocab_size: int = 0, special: dict[str, int] | None = None):
+    """The Qwen3-VL config: the shipped architecture file, or the tiny CPU shape whose special
+    tokens are the local tokenizer's (`special`: image, video, vision_start, vision_end ids)."""
+    from transformers import Qwen3VLConfig
 
-    if cfg.backbone.model:
-        dtype = torch.bfloat16 if cfg.backbone.dtype == "bfloat16" else torch.float32
-        return Qwen3VLForConditionalGeneration.from_pretrained(cfg.backbone.model, dtype=dtype)
+    if cfg.backbone.tiny is None:
+        return Qwen3VLConfig.from_json_file(str(architecture_path(cfg.backbone.architecture)))
     t = cfg.backbone.tiny
     head_dim = t.hidden_size // t.heads
     half = head_dim // 2  # M-RoPE splits the rotary half-dimension over (t, h, w)
     section = [half - 2 * (half // 3), half // 3, half // 3]
-    qcfg = Qwen3VLConfig(
+    return Qwen3VLConfig(
         text_config=dict(
             vocab_size=vocab_size, hidden_size=t.hidden_size, num_hidden_layers=t.layers, num_attention_heads=t.heads,
             num_key_value_heads=t.kv_heads, intermediate_size=t.intermediate_size, head_dim=head_dim,
@@ -50,7 +52,24 @@ def build_backbone(cfg: TrainConfig, vocab_size: int, special: dict[str, int]):
         vision_start_token_id=special["vision_start"],
         vision_end_token_id=special["vision_end"],
     )
-    return Qwen3VLForConditionalGeneration(qcfg)
+
+
+def build_backbone(cfg: TrainConfig, vocab_size: int = 0, special: dict[str, int] | None = None, weights: bool = True):
+    """The backbone: the checkpoint's weights (`backbone.model`, when `weights`), else a random
+    model of the architecture (built on whatever device is current: `torch.device("meta")`
+    builds it without memory)."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    dtype = torch.bfloat16 if cfg.backbone.dtype == "bfloat16" else torch.float32
+    if cfg.backbone.model and weights:
+        return Qwen3VLForConditionalGeneration.from_pretrained(cfg.backbone.model, dtype=dtype)
+    return Qwen3VLForConditionalGeneration(backbone_config(cfg, vocab_size, special)).to(dtype)
+
+
+def noise_seed(seed: int, step: int, slot: int) -> int:
+    """The seed of one sample's noise: a function of the run's seed, the global step and the
+    sample's place in the global batch, so any world size draws the same numbers."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{step}:{slot}".encode(), digest_size=8).digest(), "little") >> 1
 
 
 class GEM(nn.Module):
@@ -66,9 +85,9 @@ class GEM(nn.Module):
         self.connector = Connector(d_model, cfg.connector_hidden, h.cond_dim)
         self.head = SanaTransformer2DModel(
             in_channels=1, out_channels=1, num_attention_heads=h.heads, attention_head_dim=h.head_dim,
-            num_layers=h.layers, num_cross_attention_heads=h.heads, cross_attention_head_dim=h.head_dim,
-            cross_attention_dim=h.heads * h.head_dim, caption_channels=h.cond_dim, sample_size=h.resolution,
-            patch_size=h.patch_size,
+            num_layers=h.layers, num_cross_attention_heads=h.cross_heads or h.heads,
+            cross_attention_head_dim=h.cross_head_dim or h.head_dim, cross_attention_dim=h.heads * h.head_dim,
+            caption_channels=h.cond_dim, sample_size=h.resolution, patch_size=h.patch_size, mlp_ratio=h.mlp_ratio,
         )
         # the condition a dropped-out sample sees (classifier-free guidance learns it)
         self.null_cond = nn.Parameter(torch.zeros(1, 1, h.cond_dim))
@@ -81,78 +100,94 @@ class GEM(nn.Module):
         }
 
     def visual_condition(self, batch: Batch, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final hidden states at the image-token positions, per sample, padded."""
-        is_img = batch.input_ids == self.image_token_id
-        counts = is_img.sum(1)
-        n = int(counts.max())
+        """Final hidden states at the tokens of the image the depth belongs to, per sample, padded."""
+        counts = batch.cond_tokens.sum(1)
+        n = max(1, int(counts.max()))
         cond = hidden.new_zeros(hidden.shape[0], n, hidden.shape[-1])
-        mask = torch.zeros(hidden.shape[0], n, dtype=torch.long)
+        mask = torch.zeros(hidden.shape[0], n, dtype=torch.long, device=hidden.device)
         for i in range(hidden.shape[0]):
             k = int(counts[i])
-            cond[i, :k] = hidden[i][is_img[i]]
+            cond[i, :k] = hidden[i][batch.cond_tokens[i]]
             mask[i, :k] = 1
-        return self.connector(cond), mask
+        dtype = next((p.dtype for p in self.connector.parameters()), cond.dtype)  # a bf16 backbone may feed an fp32 connector
+        return self.connector(cond.to(dtype)), mask
 
-    def backbone_forward(self, batch: Batch, with_labels: bool):
+    def backbone_forward(self, batch: Batch, logits_at: torch.Tensor | int = 1):
         return self.backbone(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
             pixel_values=batch.pixel_values,
             image_grid_thw=batch.image_grid_thw,
             mm_token_type_ids=batch.mm_token_type_ids,
-            labels=batch.labels if with_labels else None,
             output_hidden_states=True,
+            use_cache=False,
+            logits_to_keep=logits_at,
         )
 
-    def forward(self, batch: Batch, ce: bool, fm: bool, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def forward(self, batch: Batch, ce: bool, fm: bool, seeds: list[int], norm: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+        """The losses of a batch: sums over its answer tokens and depth pixels divided by
+        `norm` (the counts over the whole global batch, so that ranks' losses add up to the
+        global loss; by default this batch's own counts)."""
+        norm = norm or {"ce": batch.answer_tokens, "fm": float(batch.depth_mask.sum())}
         train_backbone = any(p.requires_grad for p in self.backbone.parameters())
+        # logits only where a label follows: a 151k vocabulary at every position is GBs
+        at: torch.Tensor | int = 1
+        if ce:
+            at = torch.zeros_like(batch.labels, dtype=torch.bool)
+            at[:, :-1] = batch.labels[:, 1:] != IGNORE
         with torch.set_grad_enabled(train_backbone and torch.is_grad_enabled()):
-            out = self.backbone_forward(batch, with_labels=ce)
+            out = self.backbone_forward(batch, logits_at=at)
         losses: dict[str, torch.Tensor] = {}
         if ce:
-            losses["ce"] = out.loss
+            target = batch.labels[:, 1:][at[:, :-1]]
+            losses["ce"] = F.cross_entropy(out.logits.float().reshape(-1, out.logits.shape[-1]), target, reduction="sum") / max(norm["ce"], 1)
         if fm:
+            x0, t, drop = self.noise(seeds, batch.depth.shape[1:], batch.depth.device)
             cond, mask = self.visual_condition(batch, out.hidden_states[-1])
-            drop = torch.rand(cond.shape[0], generator=gen) < self.cfg.cond_dropout
             cond, mask = self._drop(cond, mask, drop)
-            losses["fm"] = self.flow_matching_loss(batch.depth, batch.depth_mask, cond, mask, gen)
-        total = losses.get("ce", 0.0) + (self.cfg.lambda_fm if ce else 1.0) * losses.get("fm", 0.0)
-        losses["total"] = total
+            losses["fm"] = self.flow_matching_sum(batch.depth, batch.depth_mask, cond, mask, x0, t) / max(norm["fm"], 1)
+        losses["total"] = losses.get("ce", 0.0) + (self.cfg.lambda_fm if ce else 1.0) * losses.get("fm", 0.0)
         return losses
 
+    def noise(self, seeds: list[int], shape, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per sample, from its own seed: the flow's starting noise, its timestep (logit-normal)
+        and whether its condition is dropped."""
+        x0, t, drop = [], [], []
+        for s in seeds:
+            g = torch.Generator().manual_seed(s)
+            drop.append(torch.rand((), generator=g) < self.cfg.cond_dropout)
+            t.append(torch.sigmoid(torch.randn((), generator=g)))
+            x0.append(torch.randn(tuple(shape), generator=g))
+        return torch.stack(x0).to(device), torch.stack(t).to(device), torch.stack(drop).to(device)
+
     def _drop(self, cond, mask, drop):
-        if not drop.any():
-            return cond, mask
-        null = self.null_cond.expand(cond.shape[0], cond.shape[1], -1)
-        cond = torch.where(drop[:, None, None], null, cond)
-        mask = mask.clone()
-        mask[drop] = 0
-        mask[drop, 0] = 1  # a dropped sample attends to the single null token
+        null = self.null_cond.to(cond.dtype).expand(cond.shape[0], cond.shape[1], -1)
+        cond = torch.where(drop[:, None, None], null, cond)  # always through null_cond: FSDP sees it used
+        mask = torch.where(drop[:, None], torch.zeros_like(mask), mask)
+        mask[:, 0] = torch.where(drop, torch.ones_like(mask[:, 0]), mask[:, 0])  # a dropped sample attends to the null token
         return cond, mask
 
-    def flow_matching_loss(self, x1, valid, cond, mask, gen) -> torch.Tensor:
-        """Rectified flow: x_t = (1 - t) x0 + t x1, the head predicts v = x1 - x0."""
-        x0 = torch.randn(x1.shape, generator=gen)
-        t = torch.sigmoid(torch.randn(x1.shape[0], generator=gen))  # logit-normal timesteps
+    def flow_matching_sum(self, x1, valid, cond, mask, x0, t) -> torch.Tensor:
+        """Rectified flow: x_t = (1 - t) x0 + t x1, the head predicts v = x1 - x0; the squared
+        error summed over valid pixels."""
         xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * x1
         pred = self.head(xt, encoder_hidden_states=cond, timestep=t * 1000, encoder_attention_mask=mask).sample
-        err = (pred - (x1 - x0)) ** 2 * valid
-        return err.sum() / valid.sum().clamp(min=1)
+        return ((pred.float() - (x1 - x0)) ** 2 * valid).sum()
 
     @torch.no_grad()
     def sample_depth(self, batch: Batch, steps: int, cfg_scale: float, seed: int = 0) -> torch.Tensor:
         """Euler integration of the learned flow from noise, with classifier-free guidance."""
-        out = self.backbone_forward(batch, with_labels=False)
+        out = self.backbone_forward(batch)
         cond, mask = self.visual_condition(batch, out.hidden_states[-1])
-        ucond, umask = self._drop(cond, mask, torch.ones(cond.shape[0], dtype=torch.bool))
+        ucond, umask = self._drop(cond, mask, torch.ones(cond.shape[0], dtype=torch.bool, device=cond.device))
         gen = torch.Generator().manual_seed(seed)
         r = self.cfg.head.resolution
-        x = torch.randn((cond.shape[0], 1, r, r), generator=gen)
+        x = torch.randn((cond.shape[0], 1, r, r), generator=gen).to(cond.device)
         for k in range(steps):
-            t = torch.full((cond.shape[0],), k / steps)
-            v = self.head(x, encoder_hidden_states=cond, timestep=t * 1000, encoder_attention_mask=mask).sample
+            t = torch.full((cond.shape[0],), k / steps, device=cond.device)
+            v = self.head(x, encoder_hidden_states=cond, timestep=t * 1000, encoder_attention_mask=mask).sample.float()
             if cfg_scale != 1.0:
-                vu = self.head(x, encoder_hidden_states=ucond, timestep=t * 1000, encoder_attention_mask=umask).sample
+                vu = self.head(x, encoder_hidden_states=ucond, timestep=t * 1000, encoder_attention_mask=umask).sample.float()
                 v = vu + cfg_scale * (v - vu)
             x = x + v / steps
-        return x.clamp(-1, 1)
+        return x.clamp(-1, 1).cpu()
