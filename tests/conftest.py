@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -77,16 +78,25 @@ def s3_server():
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
     }
+    with serving(proc, env):
+        yield {"endpoint": endpoint, "port": port, "proc": proc, "env": env}
+
+
+@contextlib.contextmanager
+def serving(proc: subprocess.Popen, env: dict):
+    """While inside: `env` set for the clients of the server `proc`; after: it stopped, env restored."""
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    yield {"endpoint": endpoint, "port": port, "proc": proc, "env": env}
-    proc.terminate()
-    proc.wait(10)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shards import store
-from tests.conftest import _free_port, start_server
+from tests.conftest import _free_port, serving, start_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DROID_FIXTURE = FIXTURES / "rlds-droid" / "droid" / "1.0.1"
@@ -32,16 +32,8 @@ def gcs_server():
         # the emulator speaks the JSON API only, no gRPC
         "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield {"endpoint": env["STORAGE_EMULATOR_HOST"], "port": port, "proc": proc, "env": env}
-    proc.terminate()
-    proc.wait(10)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with serving(proc, env):
+        yield {"endpoint": env["STORAGE_EMULATOR_HOST"], "port": port, "proc": proc, "env": env}
 
 
 def _client():
