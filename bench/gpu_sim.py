@@ -126,27 +126,30 @@ class _Gpu:
         self.log.write(k="gpu", stage=self.stage, t0=t0, t1=t1, share=self.share, items=items, gpu_s=gpu_s)
 
 
-def _describe(name: str, time_scale: float) -> dict:
-    return {"backend": f"sim-{name}", "version": "bench", "params": {"time_scale": time_scale,
-                                                                     "gpu_s_per_item": GPU_S_PER_ITEM}}
+class _Simulated:
+    """What every simulated backend does alike: no weights to check, a GPU share to hold."""
 
-
-class SimQwen3(Qwen3Extractor):
-    """qwen3 without vLLM: the real prompt, schema and answer parsing; the answer itself is
-    the phrase a lexical parse picks (always a phrase of the instruction, as the grammar forces)."""
-
-    def __init__(self, time_scale: float, log: Log):
-        super().__init__(model="sim/Qwen3-8B")
-        self.gpu = _Gpu("objects", time_scale, log)
+    name: str
+    gpu: _Gpu
 
     def describe(self) -> dict:
-        return _describe(self.name, self.gpu.time_scale)
+        return {"backend": f"sim-{self.name}", "version": "bench",
+                "params": {"time_scale": self.gpu.time_scale, "gpu_s_per_item": GPU_S_PER_ITEM}}
 
     def check(self) -> None:
         pass
 
     def setup(self) -> None:
         self.gpu.setup()
+
+
+class SimQwen3(_Simulated, Qwen3Extractor):
+    """qwen3 without vLLM: the real prompt, schema and answer parsing; the answer itself is
+    the phrase a lexical parse picks (always a phrase of the instruction, as the grammar forces)."""
+
+    def __init__(self, time_scale: float, log: Log):
+        super().__init__(model="sim/Qwen3-8B")
+        self.gpu = _Gpu("objects", time_scale, log)
 
     def _offline(self, texts: list[str]) -> list[str]:
         for t in texts:  # what _offline builds per request before vLLM sees it
@@ -160,7 +163,7 @@ class SimQwen3(Qwen3Extractor):
         return out
 
 
-class SimSam3:
+class SimSam3(_Simulated):
     """sam3: the processor's measured host time per image, then the mask of the phrase's
     instance from the source's instance image (an ellipse where there is none), through the
     real sam3 post-processing to RLE."""
@@ -170,12 +173,6 @@ class SimSam3:
     def __init__(self, time_scale: float, log: Log, max_instances: int = 3):
         self.gpu = _Gpu("masks", time_scale, log)
         self.max_instances = max_instances
-
-    def describe(self) -> dict:
-        return _describe(self.name, self.gpu.time_scale)
-
-    def setup(self) -> None:
-        self.gpu.setup()
 
     def segment(self, requests: list[SegmentRequest]) -> list[list[Detection]]:
         for _ in requests:
@@ -198,7 +195,7 @@ class SimSam3:
         return out
 
 
-class SimCoTracker3:
+class SimCoTracker3(_Simulated):
     """cotracker3: the float video array the real backend builds on the host, then points
     that drift slowly from their queries, all visible."""
 
@@ -206,12 +203,6 @@ class SimCoTracker3:
 
     def __init__(self, time_scale: float, log: Log):
         self.gpu = _Gpu("tracks", time_scale, log)
-
-    def describe(self) -> dict:
-        return _describe(self.name, self.gpu.time_scale)
-
-    def setup(self) -> None:
-        self.gpu.setup()
 
     def track(self, frames: list[np.ndarray], queries: np.ndarray) -> Tracks:
         video = np.stack(frames).astype(np.float32)  # video_tensor(): (T, H, W, 3) float on the host
@@ -223,7 +214,7 @@ class SimCoTracker3:
         return Tracks(pts, np.ones(pts.shape[:2], bool))
 
 
-class SimDepthAnything3(DepthAnything3):
+class SimDepthAnything3(_Simulated, DepthAnything3):
     """depth_anything_3 (metric preset): the input processor's measured host time per image,
     then a plane in metres at the processing resolution through the real metric scaling and
     resize to the image."""
@@ -231,15 +222,6 @@ class SimDepthAnything3(DepthAnything3):
     def __init__(self, time_scale: float, log: Log):
         super().__init__(model="sim/DA3METRIC-LARGE")
         self.gpu = _Gpu("depth", time_scale, log)
-
-    def describe(self) -> dict:
-        return _describe(self.name, self.gpu.time_scale)
-
-    def check(self) -> None:
-        pass
-
-    def setup(self) -> None:
-        self.gpu.setup()
 
     def estimate(self, images: list[np.ndarray], focal_px=None):
         out = []

@@ -169,10 +169,10 @@ def _hand_off(items: list[dict], writers: list) -> list[dict]:
     return the stubs. Markers carry nothing and stay as they are."""
     import ray
 
-    by_group: dict[int, list[bytes]] = {}
+    by_group: dict[int, list[tuple[str, bytes]]] = {}
     for it in items:
         if "_marker" not in it:
-            by_group.setdefault(it["_group"], []).append(pickle.dumps(it, protocol=5))
+            by_group.setdefault(it["_group"], []).append((it["_id"], pickle.dumps(it, protocol=5)))
     ray.get([writers[g % len(writers)].add.remote(g, payloads) for g, payloads in by_group.items()])
     return [{k: it[k] for k in STUB_KEYS if k in it} for it in items]
 
@@ -191,10 +191,9 @@ class _GroupWriter:
         self.finish_fn = finish
         self.groups: dict[int, dict[str, bytes]] = {}
 
-    def add(self, group: int, payloads: list[bytes]) -> None:
-        items = self.groups.setdefault(group, {})
-        for p in payloads:  # a retried batch hands the same ids again: the last one holds
-            items[pickle.loads(p)["_id"]] = p
+    def add(self, group: int, payloads: list[tuple[str, bytes]]) -> None:
+        # a retried batch hands the same ids again: the last one holds
+        self.groups.setdefault(group, {}).update(payloads)
 
     def finish(self, group: int, ids: list[str]) -> Any:
         held = self.groups.pop(group, {})

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
+# what must fit at once, for the messages below (Pipeline.min_cpus counts it)
+AT_ONCE = "every actor pool's minimum, the group writers and one read task"
+
+
 class ClusterTooSmall(ValueError):
     """The stages cannot all be scheduled at once: Ray would wait forever, so refuse to start."""
 
@@ -36,12 +40,12 @@ class RayRuntime:
             have = ray.cluster_resources().get("CPU", 0.0)
             if not self.address and have < min_cpus:
                 raise ClusterTooSmall(f"the Ray already started in this process has {have:g} logical CPUs; the stages "
-                                      f"need {min_cpus:g} at once (every actor pool's minimum, the group writers and one read task)")
+                                      f"need {min_cpus:g} at once ({AT_ONCE})")
             return
         if self.num_cpus is not None and not self.address and self.num_cpus < min_cpus:
             raise ClusterTooSmall(
-                f"{self.num_cpus} logical CPUs is fewer than the {min_cpus:g} the stages need at once (every actor "
-                f"pool's minimum, the group writers and one read task): give at least {int(min_cpus + 0.999)}, or leave it unset. "
+                f"{self.num_cpus} logical CPUs is fewer than the {min_cpus:g} the stages need at once ({AT_ONCE}): "
+                f"give at least {int(min_cpus + 0.999)}, or leave it unset. "
                 "Logical CPUs are Ray's accounting, not cores."
             )
         if self.address:
@@ -49,9 +53,8 @@ class RayRuntime:
             log.info("joined Ray cluster at %s", self.address)
             have = ray.cluster_resources().get("CPU", 0.0)
             if have < min_cpus:  # an autoscaling cluster grows on demand: say it, do not refuse
-                log.warning("the Ray cluster at %s has %g logical CPUs now; the stages need %g at once (every actor "
-                            "pool's minimum, the group writers and one read task): the build waits until the cluster has them",
-                            self.address, have, min_cpus)
+                log.warning("the Ray cluster at %s has %g logical CPUs now; the stages need %g at once (%s): "
+                            "the build waits until the cluster has them", self.address, have, min_cpus, AT_ONCE)
         else:
             cpus = self.num_cpus or max(os.cpu_count() or 1, int(min_cpus + 0.999))
             ray.init(

@@ -539,6 +539,16 @@ def read_bytes(uri: str, start: int | None = None, end: int | None = None) -> by
         return fh.read()
 
 
+def _pieces(fh, start: int, end: int, piece: int) -> Iterator[bytes]:
+    """Reads of at most `piece` bytes from `fh`, positioned at `start`, up to `end` or EOF."""
+    while start < end:
+        data = fh.read(min(piece, end - start))
+        if not data:
+            return
+        start += len(data)
+        yield data
+
+
 def iter_range(uri: str, start: int, end: int, piece: int = 1 << 20) -> Iterator[bytes]:
     """Bytes [start, end) of an object in pieces of at most `piece` bytes (fewer in all
     only past the object's end). S3: one GET streamed, asked again from where it broke if
@@ -548,22 +558,12 @@ def iter_range(uri: str, start: int, end: int, piece: int = 1 << 20) -> Iterator
     if is_gs(uri) or is_hf(uri):
         with _FsReader(uri, _fs_open(uri, f"GET {uri}")) as raw:
             _fs_call(lambda: raw._fh.seek(start), f"GET {uri}", uri)
-            while start < end:
-                data = raw.read(min(piece, end - start))
-                if not data:
-                    return
-                start += len(data)
-                yield data
+            yield from _pieces(raw, start, end, piece)
         return
     if not is_s3(uri):
         with open(uri, "rb", buffering=0) as fh:
             fh.seek(start)
-            while start < end:
-                data = fh.read(min(piece, end - start))
-                if not data:
-                    return
-                start += len(data)
-                yield data
+            yield from _pieces(fh, start, end, piece)
         return
     from botocore.exceptions import BotoCoreError
 
