@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from engine import GroupResult, Pipeline, RayRuntime, RunStats
 from engine.runtime import ClusterTooSmall
 from pipelines.backends import registry
+from pipelines.importers import get_importer, is_importer
 from pipelines.sources import EpisodeFailure, Partition, SourceError, get_reader
 from pipelines.stages import DepthStage, MasksStage, ObjectsStage, SamplesStage, TracksStage
 from pipelines.units import episode_units, safe_id
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 LEDGER = "_ledger"
 # Outcomes that are filters, not failures: the object is not in view, the text names
 # none. They are recorded in errors.parquet but do not count toward --max-error-rate.
-FILTERED = frozenset({"no_detection", "no_object"})
+FILTERED = frozenset({"no_detection", "no_object", "not_selected"})
+RECORDS_PER_PARTITION = 1024  # an imported dataset's commit group: records are small
 
 
 class BuildError(RuntimeError):
@@ -86,6 +88,9 @@ class UnitReader:
 
     def __call__(self, payload: tuple[Partition, int | None]) -> Iterator[dict]:
         partition, limit = payload
+        if is_importer(self.source):
+            yield from self._records(partition, limit)
+            return
         reader = get_reader(self.source, **self.reader_options)
         episodes = self.truth.get("episodes", {}) if self.truth else {}
         for ep in reader.read(partition, limit=limit):
@@ -98,6 +103,23 @@ class UnitReader:
                 yield _failure(self.source, ep.episode_id, e)
                 continue
             yield from units
+
+    def _records(self, partition: Partition, limit: int | None) -> Iterator[dict]:
+        from pipelines.importers.samples import record_unit
+
+        for rec in get_importer(self.source, **self.reader_options).read(partition, limit=limit):
+            if isinstance(rec, EpisodeFailure):
+                yield _failure(self.source, rec.episode_id, rec.error)
+                continue
+            try:
+                yield record_unit(rec)
+            except SourceError as e:
+                yield _failure(self.source, rec.record_id, e)
+
+
+def source_reader(source: str, reader_options: dict):
+    """The robot-episode reader or the public-dataset importer named `source`."""
+    return get_importer(source, **reader_options) if is_importer(source) else get_reader(source, **reader_options)
 
 
 def _failure(source: str, episode_id: str, err: SourceError) -> dict:
@@ -134,11 +156,13 @@ def plan_groups(partitions: list[Partition], limit: int | None) -> list[tuple[in
 
 def probe_caps(source: str, reader_options: dict, groups) -> registry.SourceCaps:
     """Look at the first readable episode: does the source carry depth and masks?"""
-    reader = get_reader(source, **reader_options)
+    reader = source_reader(source, reader_options)
     for _, (partition, _) in groups[:4]:
         for ep in reader.read(partition, limit=2):
             if isinstance(ep, EpisodeFailure):
                 continue
+            if is_importer(source):
+                return registry.SourceCaps(has_depth=bool(ep.depth) and all(d is not None for d in ep.depth), has_masks=False)
             cam = ep.primary_camera
             return registry.SourceCaps(has_depth=cam in ep.depth, has_masks=cam in ep.masks and bool(ep.masks[cam].names))
     return registry.SourceCaps(False, False)
@@ -146,6 +170,9 @@ def probe_caps(source: str, reader_options: dict, groups) -> registry.SourceCaps
 
 def make_stages(cfg: BuildConfig, chosen: dict[str, str]) -> list:
     r = cfg.recipe
+    from engine import Resources
+
+    samples = SamplesStage(r, Resources(num_cpus=0.5, batch_size=8))
 
     gpu = registry.cuda_available()
     cluster = cfg.ray_address is not None
@@ -155,13 +182,12 @@ def make_stages(cfg: BuildConfig, chosen: dict[str, str]) -> list:
         settings = cfg.backend_params.get(name)
         return registry.instantiate(stage, name, settings), registry.resources_for(name, settings, gpu=gpu, cluster=cluster)
 
+    if is_importer(cfg.source):  # records come annotated: depth is all they need
+        return ([DepthStage(*backend("depth"))] if "depth" in chosen else []) + [samples]
     objects = ObjectsStage(*backend("objects"))
     masks = MasksStage(*backend("masks"))
     tracks = TracksStage(*backend("tracks"), points=r.planning.track_points, seed=r.seed)
     depth = DepthStage(*backend("depth"))
-    from engine import Resources
-
-    samples = SamplesStage(r, Resources(num_cpus=0.5, batch_size=8))
     return [objects, masks, tracks, depth, samples]
 
 
@@ -175,6 +201,7 @@ def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str
         "backend_params": {k: v.params for k, v in sorted(cfg.backend_params.items()) if k in chosen.values()},
         "shards": cfg.shards.model_dump(),
         "limit": cfg.limit_episodes,
+        "allow_missing_depth": cfg.allow_missing_depth,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -211,15 +238,16 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
             raise BuildError(str(e)) from e
     manifest_uri = store.join(out, "manifest.json")
     try:
-        reader = get_reader(cfg.source, **reader_options)
-        partitions = reader.partitions(input_uri, cfg.episodes_per_partition)
+        reader = source_reader(cfg.source, reader_options)
+        per = cfg.episodes_per_partition or (RECORDS_PER_PARTITION if is_importer(cfg.source) else 16)
+        partitions = reader.partitions(input_uri, per)
     except (SourceError, store.NotFound, store.AccessDenied) as e:  # a rerun would not help
         raise BuildError(f"cannot read source {cfg.source!r} at {input_uri}: {e}") from e
     groups = plan_groups(partitions, cfg.limit_episodes)
     caps = probe_caps(cfg.source, reader_options, groups)
     try:
         chosen = registry.choose(cfg.backends.value, cfg.stage_backends, caps, settings=cfg.backend_params,
-                                 cluster=cfg.ray_address is not None)
+                                 cluster=cfg.ray_address is not None, stages=_stages_of(cfg))
     except registry.BackendUnavailable as e:
         raise BuildError(str(e)) from e
     chash = config_hash(cfg, input_uri, chosen)
@@ -274,6 +302,12 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
         if e.errno == errno.ENOSPC:
             raise BuildError(f"output disk is full while finishing {out}: free space and rerun the same command", exit_code=3) from e
         raise
+
+
+def _stages_of(cfg: BuildConfig) -> tuple[str, ...]:
+    if not is_importer(cfg.source):
+        return ("objects", "masks", "tracks", "depth")
+    return () if cfg.allow_missing_depth else ("depth",)
 
 
 def _read_ledger(out: str, chash: str) -> dict[int, dict]:

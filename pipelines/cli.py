@@ -70,15 +70,27 @@ def schema(
 
 @app.command()
 def sample(
-    format: Annotated[str, typer.Option("--format", help="Format to write: droid, lerobot (v3.0), lerobot-v21, agibot or robomind.")] = "droid",
+    format: Annotated[str, typer.Option("--format", help="Format to write: droid, lerobot (v3.0), lerobot-v21, agibot, robomind, or an importer (gem-data sources).")] = "droid",
     episodes: Annotated[int, typer.Option(min=1, help="Number of episodes.")] = 10,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("sample"),
     seed: Annotated[int, typer.Option(help="Scene seed: the same seed gives byte-identical files.")] = 0,
     frames: Annotated[int, typer.Option(min=8, help="Frames per episode.")] = 60,
 ) -> None:
-    """Render synthetic robot episodes with ground truth, in a source's real on-disk format."""
+    """Render synthetic robot episodes with ground truth, in a source's real on-disk format;
+    or, for an importer's name, small files in that dataset's published format with the
+    answers the importer must produce (`expected.json`)."""
+    from pipelines.importers import is_importer
     from pipelines.synthetic.generate import generate
 
+    if is_importer(format):
+        from pipelines.synthetic.mixture import write_sample
+
+        try:
+            n = write_sample(format, out, seed=seed, records=episodes)
+        except ValueError as e:
+            _fail(str(e))
+        console.print(escape(f"wrote {n} {format} records to {out} (expected answers: {out / 'expected.json'})"))
+        return
     try:
         generate(format, episodes, out, seed=seed, frames=frames)
     except ValueError as e:
@@ -88,11 +100,17 @@ def sample(
 
 @app.command()
 def sources() -> None:
-    """List the source readers."""
+    """List the source readers (robot episodes) and the importers (public QA datasets)."""
+    from pipelines.importers import IMPORTERS, available
     from pipelines.sources import SOURCES
 
+    typer.echo("robot episodes:")
     for name, (desc, gen) in SOURCES.items():
-        typer.echo(f"{name:12} {desc}" + (f"  [sample: gem-data sample --format {gen}]" if gen else ""))
+        typer.echo(f"  {name:12} {desc}" + (f"  [sample: gem-data sample --format {gen}]" if gen else ""))
+    typer.echo("public datasets of the mixture (importers):")
+    for name, info in IMPORTERS.items():
+        state = f"  [sample: gem-data sample --format {name}]" if available(name) else "  [not written yet]"
+        typer.echo(f"  {name:12} {info.description}; licence: {info.licence}" + state)
 
 
 @app.command("ls-episodes")
@@ -171,7 +189,8 @@ def build(
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster instead of starting one.")] = None,
     max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit non-zero past this fraction of failed units.")] = 0.05,
     max_samples_per_shard: Annotated[int, typer.Option(min=1, help="Samples per shard at most.")] = 1000,
-    episodes_per_partition: Annotated[int, typer.Option(min=1, help="Episodes per commit group (the unit of resume).")] = 16,
+    episodes_per_partition: Annotated[int | None, typer.Option(min=1, help="Episodes (or imported records) per commit group, the unit of resume; default 16 episodes, 1024 records.")] = None,
+    no_depth: Annotated[bool, typer.Option("--no-depth", help="Imported datasets: build without depth where the source ships none (GEM's loader needs depth).")] = False,
     num_cpus: Annotated[int | None, typer.Option(min=1, help="Logical CPUs of the embedded Ray.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
     local: Annotated[bool, typer.Option("--local", help="Run in this process, without Ray (debugging).")] = False,
@@ -188,7 +207,7 @@ def build(
             source=source, input=input, output=output, recipe=load_recipe(recipe), backends=backends,
             backend_params=settings, reader_options=_reader_options(key_map),
             stage_backends=_parse_overrides(stage or []), limit_episodes=limit_episodes, ray_address=ray_address,
-            max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus, episodes_per_partition=episodes_per_partition,
+            max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus, episodes_per_partition=episodes_per_partition, allow_missing_depth=no_depth,
             metrics_port=metrics_port, mode="local" if local else "ray", progress=progress and sys.stderr.isatty(),
         )
     except (ValidationError, ValueError, OSError) as e:
@@ -226,6 +245,9 @@ def validate(
         typer.echo(json.dumps(res))
     else:
         console.print(escape(f"{res['samples']} samples in {res['shards']} shards; tasks: {res['tasks']}"))
+        if res["without_depth"]:
+            console.print(f"[yellow]warning:[/yellow] {res['without_depth']} samples have no depth (built with --no-depth): "
+                          "GEM's loader cannot train on them")
         for p in res["problems"][:50]:
             console.print(f"[red]problem:[/red] {escape(p)}")
         if len(res["problems"]) > 50:
@@ -253,6 +275,8 @@ def export(
     except DatasetError as e:
         _fail(str(e), 1)
     console.print(escape(f"exported {res['samples']} samples to {out}/data.jsonl"))
+    if res["without_depth"]:
+        console.print(f"[yellow]warning:[/yellow] {res['without_depth']} of them have no depth: GEM's loader cannot train on them")
 
 
 @app.command()

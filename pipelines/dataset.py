@@ -54,8 +54,10 @@ def check_sample(files: dict[str, bytes]) -> tuple[Sample | None, list[str]]:
             problems.append(f"{key}: image .{img.name} is {w}x{h}, json says {img.width}x{img.height}")
         sizes.append((w, h))
     depth_for = {d.image for d in sample.depth}
+    # a sample with no depth at all was built so on purpose (--no-depth) and is counted by
+    # validate; one with depth for some images only is broken
     for i in range(len(sample.images)):
-        if i not in depth_for:
+        if depth_for and i not in depth_for:
             problems.append(f"{key}: no depth map for image {i}")
     for d in sample.depth:
         data = files.get(d.name)
@@ -79,7 +81,7 @@ def validate(root: str, deep: bool = True) -> dict:
     manifest = load_manifest(root)
     problems: list[str] = []
     tasks: Counter = Counter()
-    samples = 0
+    samples = without_depth = 0
     for shard in manifest.shards:
         got: dict = {}
         count = 0
@@ -92,6 +94,7 @@ def validate(root: str, deep: bool = True) -> dict:
                     problems += [f"{shard.url}: {p}" for p in probs]
                     if sample is not None:
                         shard_tasks[sample.task.value] += 1
+                        without_depth += not sample.depth
         except UnsafeShardError as e:
             problems.append(f"{shard.url}: {e}")
             continue
@@ -117,7 +120,8 @@ def validate(root: str, deep: bool = True) -> dict:
         tasks.update(shard_tasks)
     if samples != manifest.samples:
         problems.append(f"manifest: lists {manifest.samples} samples, shards hold {samples}")
-    return {"samples": samples, "shards": len(manifest.shards), "tasks": dict(sorted(tasks.items())), "problems": problems}
+    return {"samples": samples, "shards": len(manifest.shards), "tasks": dict(sorted(tasks.items())),
+            "without_depth": without_depth, "problems": problems}
 
 
 def export_gem_jsonl(root: str, out: str | Path, depth_name: str = "same") -> dict:
@@ -131,11 +135,12 @@ def export_gem_jsonl(root: str, out: str | Path, depth_name: str = "same") -> di
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "depth").mkdir(parents=True, exist_ok=True)
-    n = 0
+    n = without_depth = 0
     with open(out / "data.jsonl", "w") as jf:
         for shard in manifest.shards:
             for files in iter_shard(root, shard):
                 sample = Sample.model_validate_json(files["json"])
+                without_depth += not sample.depth
                 images = []
                 for img in sample.images:
                     ext = img.name.rsplit(".", 1)[-1]
@@ -155,7 +160,7 @@ def export_gem_jsonl(root: str, out: str | Path, depth_name: str = "same") -> di
                 }
                 jf.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 n += 1
-    return {"samples": n, "out": str(out)}
+    return {"samples": n, "out": str(out), "without_depth": without_depth}
 
 
 def summary(manifest: Manifest) -> dict:

@@ -105,7 +105,10 @@ class BuildConfig(_Strict):
     ray_address: str | None = None
     max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     shards: ShardTargets = Field(default_factory=ShardTargets)
-    episodes_per_partition: int = Field(default=16, ge=1)
+    episodes_per_partition: int | None = Field(default=None, ge=1, description="episodes (or imported records) per commit group; "
+                                               "default 16 episodes, 1024 records")
+    allow_missing_depth: bool = Field(default=False, description="build an imported dataset without depth (GEM's loader needs depth; "
+                                      "validate and export count what lacks it)")
     num_cpus: int | None = Field(default=None, ge=1, description="logical CPUs of an embedded Ray")
     progress: bool = True
     metrics_port: int | None = Field(default=None, ge=1, le=65535)

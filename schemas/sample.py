@@ -17,11 +17,24 @@ _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 
 class Task(StrEnum):
-    grounding_point = "grounding_point"
-    grounding_box = "grounding_box"
+    """The question families. The first five are generated from robot episodes; the rest
+    come from the public datasets of the mixture (`gem-data sources`)."""
+
+    grounding_point = "grounding_point"  # points on the named object or region
+    grounding_box = "grounding_box"  # boxes of the named object (or part)
     subtask_planning = "subtask_planning"
-    trajectory_planning = "trajectory_planning"
+    trajectory_planning = "trajectory_planning"  # MolmoAct trace, ints in [0, 256)
     success_detection = "success_detection"
+    referring_box = "referring_box"  # the box of the object a referring expression picks out
+    affordance_point = "affordance_point"  # where to act: grasp points, free space to place
+    affordance_box = "affordance_box"  # the region to act on, as a box
+    trajectory_points = "trajectory_points"  # a 2D path as points in [0, 1]
+    spatial_choice = "spatial_choice"  # spatial multiple choice, answered by an option letter
+    spatial_numeric = "spatial_numeric"  # metric or count answers (metres, square metres, counts)
+    spatial_open = "spatial_open"  # free-form spatial answers
+    robot_qa = "robot_qa"  # free-form robot QA: planning, past, future, success, affordance
+    robot_choice = "robot_choice"  # robot multiple choice, answered by an option letter
+    vqa = "vqa"  # general visual QA kept beside grounding (RoboPoint's academic VQA)
 
 
 class Turn(BaseModel):

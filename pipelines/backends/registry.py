@@ -100,7 +100,7 @@ class SourceCaps:
 
 
 def choose(choice: str, overrides: dict[str, str], caps: SourceCaps, gpu: bool | None = None,
-           settings: dict | None = None, cluster: bool = False) -> dict[str, str]:
+           settings: dict | None = None, cluster: bool = False, stages=tuple(BACKENDS)) -> dict[str, str]:
     """Pick a backend per stage, or raise BackendUnavailable saying what to install or pass.
 
     `gpu`: CUDA is visible here. `cluster`: the build joins a Ray cluster, whose GPU nodes
@@ -109,7 +109,7 @@ def choose(choice: str, overrides: dict[str, str], caps: SourceCaps, gpu: bool |
     settings = settings or {}
     chosen: dict[str, str] = {}
     problems: list[str] = []
-    for stage in BACKENDS:
+    for stage in stages:
         if stage in overrides:
             name = overrides[stage]
             if name not in BACKENDS[stage]:
@@ -131,7 +131,8 @@ def choose(choice: str, overrides: dict[str, str], caps: SourceCaps, gpu: bool |
                 "use --backends gpu (sam3)"
             )
         if name == "sensor" and stage == "depth" and not caps.has_depth:
-            problems.append("stage depth: the source carries no depth, so the sensor backend cannot run; use depth_anything_3")
+            problems.append("stage depth: the source carries no depth, so the sensor backend cannot run; use depth_anything_3 "
+                            f"({ENV_HINT.format(name='depth_anything_3')}), or build without depth (--no-depth)")
         chosen[stage] = name
     if problems:
         raise BackendUnavailable("cannot start:\n  " + "\n  ".join(problems))

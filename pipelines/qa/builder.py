@@ -63,6 +63,10 @@ class SampleBuilder:
 
     def build(self, item: dict) -> tuple[list[SampleFiles], dict]:
         """Samples of one unit, and its quality measurements (when it has ground truth)."""
+        if item["kind"] == "imported":
+            from pipelines.importers.samples import imported_sample
+
+            return [imported_sample(item)], {}
         if item["kind"] == "grounding":
             return self._grounding(item)
         return self._planning(item)

@@ -1,0 +1,110 @@
+"""RoboPoint (HF wentao-yuan/robopoint-data): `robopoint_1432k.json`, one JSON list of
+LLaVA records `{id, image, conversations}`, and its images extracted under `images/`.
+
+Answers starting with `[` are grounding: 2-tuples are points already in [0, 1] (object
+reference -> grounding_point; region reference, free space beside a red-boxed object ->
+affordance_point), 4-tuples are LVIS detection boxes as normalised (x, y, w, h), which
+become GEM's (x0, y0, x1, y1) in the answer and in the question's format sentence.
+Other records are general VQA (about 665K of 1.43M), kept only with `include_vqa`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from pipelines.importers import coords
+from pipelines.importers.base import Partition, Record, SourceError, guarded, llava_turns
+from pipelines.importers.jsonstream import index_list, iter_list
+from pipelines.importers.media import MediaRoot
+from shards import store
+
+NAME = "robopoint"
+GEM_BOX = "Answer with boxes as [(x0, y0, x1, y1), ...]: the top-left and bottom-right corners, between 0 and 1."
+# RoboPoint's detection format sentence, whatever its exact wording: from "Your answer should
+# be formatted" to the end of the turn when it speaks of (x, y, w, h)
+_XYWH_SENTENCE = re.compile(r"\s*Your answer should be formatted[^\n]*?\(x,\s*y,\s*w,\s*h\).*$", re.S)
+
+
+class RoboPointImporter:
+    name = NAME
+
+    def __init__(self, media: str | None = None, include_vqa: bool = False):
+        self.media, self.include_vqa = media, include_vqa
+
+    def _files(self, uri: str) -> list[str]:
+        if uri.endswith(".json"):
+            return [uri]
+        files = sorted(f for f in store.list_files(uri.rstrip("/")) if f.endswith(".json") and "/images/" not in f[len(uri):]
+                       and not f.endswith("expected.json"))
+        if not files:
+            raise SourceError(f"no RoboPoint JSON list (robopoint_1432k.json) at {uri}", file=uri, field="robopoint_1432k.json")
+        return files
+
+    def partitions(self, uri: str, per_partition: int | None = None) -> list[Partition]:
+        parts, index = [], 0
+        for f in self._files(uri):
+            root = f.rsplit("/", 1)[0] if "/" in f else "."
+            media = self.media or store.join(root, "images")
+            first = 0
+            for offset, count in index_list(f, per_partition or 1024):
+                parts.append(Partition(NAME, index, f, count, (("offset", offset), ("first", first), ("media", media))))
+                index += 1
+                first += count
+        return parts
+
+    def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
+        opt = dict(partition.options)
+        media = MediaRoot(opt["media"])
+        file = partition.uri
+
+        def items():
+            try:
+                for k, (_, doc) in enumerate(iter_list(file, opt["offset"], partition.episodes)):
+                    rid = doc.get("id") if isinstance(doc, dict) else None
+                    yield (str(rid) if rid else f"{file.rsplit('/', 1)[-1]}#{opt['first'] + k}", doc)
+            except SourceError as e:  # the rest of this slice cannot be parsed: one failure names where
+                yield (f"{file.rsplit('/', 1)[-1]}@{e.field}", e)
+
+        return guarded(items(), limit, lambda item: self._record(item, media, file), file)
+
+    def _record(self, item, media: MediaRoot, file: str) -> Record:
+        rid, doc = item
+        if isinstance(doc, SourceError):
+            raise doc
+        if not isinstance(doc, dict):
+            raise SourceError(f"record is {type(doc).__name__}, not an object", file=file, episode=rid, field="record")
+        turns = llava_turns(doc.get("conversations"), file, rid)
+        if len(turns) != 2:
+            raise SourceError(f"{len(turns)} turns; RoboPoint records are one question and one answer", file=file, episode=rid,
+                              field="conversations")
+        (_, q), (_, a) = turns
+        rel = doc.get("image")
+        if not isinstance(rel, str) or not rel:
+            raise SourceError("no image path", file=file, episode=rid, field="image")
+        if not a.lstrip().startswith("["):
+            if not self.include_vqa:
+                raise SourceError("general VQA record (not grounding); pass include_vqa to keep these", file=file, episode=rid,
+                                  field="conversations[1].value", category="not_selected")
+            return Record(NAME, rid, "vqa", _one_image(turns), [media.image(rel)], file=file)
+        tuples = coords.parse_tuples(a, "conversations[1].value")
+        if not tuples or len({len(t) for t in tuples}) != 1 or len(tuples[0]) not in (2, 4):
+            raise SourceError(f"answer holds tuples of sizes {sorted({len(t) for t in tuples})}; expected all (x, y) or all (x, y, w, h)",
+                              file=file, episode=rid, field="conversations[1].value")
+        try:
+            if len(tuples[0]) == 2:
+                points = [coords.point(x, y, f"conversations[1].value[{i}]") for i, (x, y) in enumerate(tuples)]
+                task = "affordance_point" if rel.startswith("region_ref/") or "vacant" in q or "free space" in q else "grounding_point"
+                return Record(NAME, rid, task, _one_image([("human", q), ("gpt", coords.points_text(points))]), [media.image(rel)],
+                              points=points, file=file)
+            boxes = [coords.box_xywh_unit(*t, field=f"conversations[1].value[{i}]") for i, t in enumerate(tuples)]
+        except SourceError as e:
+            raise SourceError(e.message, file=file, episode=rid, field=e.field, category=e.category) from None
+        question = _XYWH_SENTENCE.sub("", q).rstrip() + " " + GEM_BOX
+        return Record(NAME, rid, "grounding_box", _one_image([("human", question), ("gpt", coords.boxes_text(boxes))]),
+                      [media.image(rel)], boxes=boxes, file=file)
+
+
+def _one_image(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """LLaVA's single `<image>` at the head of the first question, whatever the record wrote."""
+    out = [(s, v.replace("<image>", "").strip()) for s, v in turns]
+    return [(out[0][0], "<image>\n" + out[0][1])] + out[1:]
