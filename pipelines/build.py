@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 LEDGER = "_ledger"
 # Outcomes that are filters, not failures: the object is not in view, the text names
 # none. They are recorded in errors.parquet but do not count toward --max-error-rate.
-FILTERED = frozenset({"no_detection", "no_object", "not_selected"})
+FILTERED = frozenset({"no_detection", "no_object", "not_selected", "duplicate", "benchmark"})
 RECORDS_PER_PARTITION = 1024  # an imported dataset's commit group: records are small
 
 
@@ -85,6 +85,7 @@ class UnitReader:
     reader_options: dict
     recipe: object
     truth: dict | None
+    drops: dict | None = None  # imported records left out: key -> (category, message), by partition index
 
     def __call__(self, payload: tuple[Partition, int | None]) -> Iterator[dict]:
         partition, limit = payload
@@ -105,16 +106,71 @@ class UnitReader:
             yield from units
 
     def _records(self, partition: Partition, limit: int | None) -> Iterator[dict]:
+        from pipelines.importers.base import record_key
         from pipelines.importers.samples import record_unit
 
+        drops = (self.drops or {}).get(partition.index, {})
         for rec in get_importer(self.source, **self.reader_options).read(partition, limit=limit):
             if isinstance(rec, EpisodeFailure):
                 yield _failure(self.source, rec.episode_id, rec.error)
+                continue
+            key = record_key(rec.source, rec.record_id)
+            if key in drops:
+                category, message = drops[key]
+                yield _failure(self.source, rec.record_id, SourceError(message, file=rec.file, episode=rec.record_id, category=category))
                 continue
             try:
                 yield record_unit(rec)
             except SourceError as e:
                 yield _failure(self.source, rec.record_id, e)
+
+
+@dataclass
+class FingerprintReader:
+    """The dedupe pass run as Ray tasks: a partition -> fingerprints of its records."""
+
+    source: str
+    reader_options: dict
+    order: int = 0
+
+    def __call__(self, payload: tuple[Partition, int | None]) -> list:
+        from pipelines.importers.base import record_key
+        from pipelines.importers.dedupe import fingerprint
+
+        partition, limit = payload
+        out = []
+        for rec in get_importer(self.source, **self.reader_options).read(partition, limit=limit):
+            if isinstance(rec, EpisodeFailure):
+                continue  # the build itself reports it
+            try:
+                out.append(fingerprint(rec, record_key(rec.source, rec.record_id), partition.index, self.order))
+            except ValueError:
+                continue  # an image that does not decode: the build reports it
+        return out
+
+
+def plan_drops(cfg: BuildConfig, reader_options: dict, groups, runtime, min_cpus: float) -> tuple[dict, dict]:
+    """Which imported records are duplicates or benchmark data, before any work: (drops by
+    partition index, counts for the report)."""
+    from engine import fan_out
+    from pipelines.importers.dedupe import benchmark_drops, find_duplicates, load_benchmarks
+
+    per_partition = fan_out(FingerprintReader(cfg.source, reader_options), [p for _, p in groups], runtime, min_cpus=min_cpus)
+    fps = [f for part in per_partition for f in part]
+    excluded = benchmark_drops(fps, load_benchmarks())
+    dupes = find_duplicates([f for f in fps if f.key not in excluded])
+    part_of = {f.key: f.partition for f in fps}
+    drops: dict[int, dict] = {}
+    counts: dict = {"fingerprinted": len(fps), "duplicates": 0, "benchmarks": {}}
+    for d in list(excluded.values()) + list(dupes.values()):
+        drops.setdefault(part_of[d.key], {})[d.key] = (d.category, d.message)
+        if d.category == "benchmark":
+            counts["benchmarks"][d.of] = counts["benchmarks"].get(d.of, 0) + 1
+        else:
+            counts["duplicates"] += 1
+    log.info("dedupe: %d records fingerprinted, %d duplicates, benchmark exclusions %s", len(fps), counts["duplicates"],
+             counts["benchmarks"] or "none")
+    return drops, counts
 
 
 def source_reader(source: str, reader_options: dict):
@@ -202,6 +258,7 @@ def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str
         "shards": cfg.shards.model_dump(),
         "limit": cfg.limit_episodes,
         "allow_missing_depth": cfg.allow_missing_depth,
+        "dedupe": cfg.dedupe,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -270,14 +327,25 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
                 s.backend.check()
     except (TypeError, ValueError) as e:  # unknown params, bad device, missing or damaged weights
         raise BuildError(f"cannot start: {e}") from e
+    runtime = RayRuntime(address=cfg.ray_address, num_cpus=cfg.num_cpus)
+    unit_reader = UnitReader(cfg.source, reader_options, cfg.recipe, truth)
     pipeline = Pipeline(
         stages,
-        UnitReader(cfg.source, reader_options, cfg.recipe, truth),
+        unit_reader,
         mode=cfg.mode,
-        runtime=RayRuntime(address=cfg.ray_address, num_cpus=cfg.num_cpus),
+        runtime=runtime,
         progress=cfg.progress,
         metrics_port=cfg.metrics_port,
     )
+    dedupe = None
+    if is_importer(cfg.source) and cfg.dedupe:
+        # over every group, committed ones too: which copy is kept must not depend on what a
+        # first run got through (a cached pass is an optimisation left for later)
+        try:
+            drops, dedupe = plan_drops(cfg, reader_options, groups, runtime if cfg.mode == "ray" else None, pipeline.min_cpus())
+        except ClusterTooSmall as e:
+            raise BuildError(f"cannot start: {e}") from e
+        unit_reader.drops = drops
     committer = GroupCommitter(out, cfg, chash)
     log.info("building %s from %s into %s (%d groups, %d already committed)", cfg.source, input_uri, out, len(groups), len(ledger))
     try:
@@ -297,7 +365,7 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
     if missing:
         raise BuildError(f"groups {missing} were not committed; rerun to finish", exit_code=3)
     try:
-        return _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats, stages, t0)
+        return _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats, stages, t0, dedupe)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise BuildError(f"output disk is full while finishing {out}: free space and rerun the same command", exit_code=3) from e
@@ -428,7 +496,7 @@ def _quality(entries: list[dict]) -> dict | None:
     }
 
 
-def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStats, stages, t0) -> BuildResult:
+def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStats, stages, t0, dedupe=None) -> BuildResult:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -508,6 +576,9 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
         "histograms": _merge_histograms(entries),
         "sources": {cfg.source: manifest.samples},
     }
+    if dedupe is not None:
+        # duplicates and benchmark records left out, per benchmark (each drop is in errors.parquet, filtered)
+        report["dedupe"] = dedupe
     store.write_bytes(store.join(out, "report.json"), json.dumps(report, indent=1, sort_keys=True).encode())
     try:
         from pipelines.report import write_report_html

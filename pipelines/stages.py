@@ -136,7 +136,8 @@ class DepthStage(_BackendStage):
         for it in items:
             if use_sensor and it.get("sensor_depth"):
                 it["depth"] = it["sensor_depth"]
-                it["depth_kind"], it["depth_metric"] = "sensor", True
+                # an imported dataset's shipped depth says what it is (some estimated theirs)
+                it["depth_kind"], it["depth_metric"] = it.get("sensor_depth_kind", "sensor"), it.get("sensor_depth_metric", True)
                 it.setdefault("stages", {})[self.name] = {"backend": "sensor", "version": "1", "params": {}}
         if need:
             images, owners = [], []

@@ -107,6 +107,8 @@ class BuildConfig(_Strict):
     shards: ShardTargets = Field(default_factory=ShardTargets)
     episodes_per_partition: int | None = Field(default=None, ge=1, description="episodes (or imported records) per commit group; "
                                                "default 16 episodes, 1024 records")
+    dedupe: bool = Field(default=True, description="imported datasets: drop duplicate records and evaluation-benchmark data "
+                         "(pipelines/importers/dedupe.py states the rule)")
     allow_missing_depth: bool = Field(default=False, description="build an imported dataset without depth (GEM's loader needs depth; "
                                       "validate and export count what lacks it)")
     num_cpus: int | None = Field(default=None, ge=1, description="logical CPUs of an embedded Ray")

@@ -32,6 +32,8 @@ class Record:
     turns: list[tuple[str, str]]
     images: list[bytes]
     depth: list[bytes | None] = field(default_factory=list)
+    depth_kind: str = "sensor"  # of the shipped depth: "sensor", or "model" where the dataset estimated it
+    depth_metric: bool = True  # shipped depth in true metres (False: relative, scaled to look like mm)
     points: list[tuple[float, float]] = field(default_factory=list)
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     object_phrase: str | None = None

@@ -35,6 +35,8 @@ def record_unit(rec: Record) -> dict:
         "source_frames": rec.frame_indices,
         "sizes": sizes,
         "sensor_depth": list(rec.depth) if shipped else None,
+        "sensor_depth_kind": rec.depth_kind,
+        "sensor_depth_metric": rec.depth_metric,
         "focal_px": None,
         "points": [list(p) for p in rec.points],
         "boxes": [list(b) for b in rec.boxes],

@@ -1,0 +1,189 @@
+"""Duplicates across the records of a build, and the evaluation benchmarks kept out.
+
+A record's fingerprint: per image, a hash of the decoded pixels (exact) and a 64-bit
+perceptual hash (imagehash's pHash: a DCT of the 32x32 grey image, robust to re-encoding
+and small resizes); and the hash of its question text, normalised.
+
+The rule. Two records are duplicates when they ask the same question (the normalised
+human turns are equal) of the same images: every image equal in pixels (`exact`), or
+every image within `max_distance` bits of pHash (`near`). Of each set of duplicates the
+record that sorts first by (source's place in the build, record key) is kept; every
+other is dropped, recorded as filtered with the key it duplicates. The same image asked
+a different question is not a duplicate: it teaches something else.
+
+Benchmarks: a record is excluded when its id or scene is on a benchmark's list, or any of
+its images is within `max_distance` of a benchmark image's pHash. Lists ship in
+`benchmarks/*.json`; each says where it came from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.synthetic.codec import decode_image
+
+MAX_DISTANCE = 4  # bits of 64: re-encoded or slightly resized copies are within 2-3
+BANDS = MAX_DISTANCE + 1  # pigeonhole: two hashes within MAX_DISTANCE agree on a whole band
+BENCHMARKS = Path(__file__).with_name("benchmarks")
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    key: str  # sample key (unique per record)
+    source: str
+    record_id: str
+    partition: int
+    order: int  # the source's place in the build: lower is kept
+    question: str  # hash of the normalised human turns
+    exact: tuple[str, ...]
+    phash: tuple[int, ...]
+    scene: str = ""
+    split: str = ""
+
+
+def phash(rgb: np.ndarray) -> int:
+    import imagehash
+    from PIL import Image
+
+    bits = imagehash.phash(Image.fromarray(rgb)).hash.flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def pixels_hash(rgb: np.ndarray) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.asarray(rgb.shape, np.int64).tobytes())
+    h.update(np.ascontiguousarray(rgb).tobytes())
+    return h.hexdigest()
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def question_hash(turns) -> str:
+    text = "\n".join(_SPACE.sub(" ", v.replace("<image>", " ")).strip().lower() for s, v in turns if s == "human")
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def fingerprint(rec, key: str, partition: int, order: int) -> Fingerprint:
+    exact, ph = [], []
+    for i, data in enumerate(rec.images):
+        rgb = decode_image(data, f"{rec.record_id} image {i}")
+        exact.append(pixels_hash(rgb))
+        ph.append(phash(rgb))
+    return Fingerprint(key, rec.source, rec.record_id, partition, order, question_hash(rec.turns), tuple(exact), tuple(ph),
+                       str(rec.params.get("scene", "")), str(rec.params.get("split", "")))
+
+
+def _bands(h: int) -> list[int]:
+    width = -(-64 // BANDS)
+    return [(h >> (k * width)) & ((1 << width) - 1) for k in range(BANDS)]
+
+
+def _distance(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+@dataclass(frozen=True)
+class Drop:
+    key: str
+    category: str  # duplicate | benchmark
+    message: str
+    of: str  # the kept record's key, or the benchmark's name
+
+
+def find_duplicates(fps: list[Fingerprint], max_distance: int = MAX_DISTANCE) -> dict[str, Drop]:
+    """Drops by key, by the rule above (deterministic whatever the input order)."""
+    fps = sorted(fps, key=lambda f: (f.order, f.key))
+    kept_exact: dict[tuple, Fingerprint] = {}
+    # (question, image count, image index, band index, band value) -> kept fingerprints
+    buckets: dict[tuple, list[Fingerprint]] = defaultdict(list)
+    drops: dict[str, Drop] = {}
+    for f in fps:
+        twin = kept_exact.get((f.question, f.exact))
+        if twin is not None:
+            drops[f.key] = Drop(f.key, "duplicate", f"{f.source} record {f.record_id!r} is an exact duplicate of {twin.source} "
+                                f"record {twin.record_id!r} ({twin.key})", twin.key)
+            continue
+        near = _near(f, buckets, max_distance)
+        if near is not None:
+            d = max(_distance(a, b) for a, b in zip(f.phash, near.phash, strict=True))
+            drops[f.key] = Drop(f.key, "duplicate", f"{f.source} record {f.record_id!r} is a near duplicate (pHash distance {d}) "
+                                f"of {near.source} record {near.record_id!r} ({near.key})", near.key)
+            continue
+        kept_exact[(f.question, f.exact)] = f
+        if f.phash:
+            for b, v in enumerate(_bands(f.phash[0])):
+                buckets[(f.question, len(f.phash), b, v)].append(f)
+    return drops
+
+
+def _near(f: Fingerprint, buckets, max_distance: int) -> Fingerprint | None:
+    if not f.phash:
+        return None
+    seen: set[str] = set()
+    best = None
+    for b, v in enumerate(_bands(f.phash[0])):
+        for g in buckets.get((f.question, len(f.phash), b, v), ()):
+            if g.key in seen:
+                continue
+            seen.add(g.key)
+            if all(_distance(a, c) <= max_distance for a, c in zip(f.phash, g.phash, strict=True)):
+                if best is None or (g.order, g.key) < (best.order, best.key):
+                    best = g
+    return best
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    applies_to: frozenset[str]  # sources whose ids the list holds (empty: ids of any source)
+    ids: frozenset[str]
+    scenes: frozenset[str]
+    phash: tuple[int, ...]
+    splits: dict  # source -> its splits that are this benchmark (RoboRefIt's testA, testB)
+
+
+def load_benchmarks(folder: Path = BENCHMARKS) -> list[Benchmark]:
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        doc = json.loads(path.read_text())
+        out.append(Benchmark(doc["benchmark"], frozenset(doc.get("applies_to", [])), frozenset(map(str, doc.get("ids", []))),
+                             frozenset(map(str, doc.get("scenes", []))), tuple(int(h, 16) for h in doc.get("phash", [])),
+                             {k: frozenset(v) for k, v in doc.get("splits", {}).items()}))
+    return out
+
+
+def benchmark_drops(fps: list[Fingerprint], benchmarks: list[Benchmark], max_distance: int = MAX_DISTANCE) -> dict[str, Drop]:
+    index: dict[tuple, list[tuple[int, str]]] = defaultdict(list)
+    for bm in benchmarks:
+        for h in bm.phash:
+            for b, v in enumerate(_bands(h)):
+                index[(b, v)].append((h, bm.name))
+    drops: dict[str, Drop] = {}
+    for f in fps:
+        for bm in benchmarks:
+            if (not bm.applies_to or f.source in bm.applies_to) and f.record_id in bm.ids:
+                drops[f.key] = Drop(f.key, "benchmark", f"{f.source} record {f.record_id!r} is on {bm.name}'s list", bm.name)
+                break
+            if f.split and f.split in bm.splits.get(f.source, ()):
+                drops[f.key] = Drop(f.key, "benchmark", f"{f.source} record {f.record_id!r} is in split {f.split}: {bm.name}", bm.name)
+                break
+            if f.scene and f.scene in bm.scenes:
+                drops[f.key] = Drop(f.key, "benchmark", f"{f.source} record {f.record_id!r} shows {bm.name} scene {f.scene}", bm.name)
+                break
+        if f.key in drops:
+            continue
+        for i, h in enumerate(f.phash):
+            hit = next((name for b, v in enumerate(_bands(h)) for bh, name in index.get((b, v), ())
+                        if _distance(h, bh) <= max_distance), None)
+            if hit:
+                drops[f.key] = Drop(f.key, "benchmark", f"{f.source} record {f.record_id!r} image {i} is a {hit} image "
+                                    "(pHash match)", hit)
+                break
+    return drops
