@@ -149,28 +149,48 @@ class FingerprintReader:
         return out
 
 
-def plan_drops(cfg: BuildConfig, reader_options: dict, groups, runtime, min_cpus: float) -> tuple[dict, dict]:
-    """Which imported records are duplicates or benchmark data, before any work: (drops by
-    partition index, counts for the report)."""
+def fingerprints(source: str, reader_options: dict, groups, runtime, min_cpus: float, order: int = 0) -> list:
+    """Fingerprints of every record of an imported source (Ray tasks, one per partition)."""
     from engine import fan_out
-    from pipelines.importers.dedupe import benchmark_drops, find_duplicates, load_benchmarks
 
-    per_partition = fan_out(FingerprintReader(cfg.source, reader_options), [p for _, p in groups], runtime, min_cpus=min_cpus)
-    fps = [f for part in per_partition for f in part]
-    excluded = benchmark_drops(fps, load_benchmarks())
-    dupes = find_duplicates([f for f in fps if f.key not in excluded])
-    part_of = {f.key: f.partition for f in fps}
-    drops: dict[int, dict] = {}
-    counts: dict = {"fingerprinted": len(fps), "duplicates": 0, "benchmarks": {}}
-    for d in list(excluded.values()) + list(dupes.values()):
-        drops.setdefault(part_of[d.key], {})[d.key] = (d.category, d.message)
+    parts = fan_out(FingerprintReader(source, reader_options, order), [p for _, p in groups], runtime, min_cpus=min_cpus)
+    return [f for part in parts for f in part]
+
+
+def plan_drops(fps: list, dedupe: bool = True, caps: dict[str, int] | None = None, seed: int = 0) -> dict[str, tuple[dict, dict]]:
+    """Which imported records are left out, decided over all of `fps` (one source, or every
+    source of a mixture): benchmark data and duplicates (`dedupe`), then, per source, all but
+    the `caps[source]` records whose seeded hash of their key is smallest (a uniform sample
+    that does not depend on file order or partitioning). Per source: (drops by partition
+    index, counts for the report)."""
+    from pipelines.importers.dedupe import Drop, benchmark_drops, find_duplicates, load_benchmarks
+    from pipelines.units import seed_for
+
+    excluded = benchmark_drops(fps, load_benchmarks()) if dedupe else {}
+    dupes = find_duplicates([f for f in fps if f.key not in excluded]) if dedupe else {}
+    by_key = {f.key: f for f in fps}
+    plans: dict[str, tuple[dict, dict]] = {}
+    for f in fps:
+        plans.setdefault(f.source, ({}, {"fingerprinted": 0, "duplicates": 0, "benchmarks": {}}))[1]["fingerprinted"] += 1
+    capped: dict[str, Drop] = {}
+    for source, cap in (caps or {}).items():
+        left = sorted((seed_for(seed, f.key), f.key) for f in fps if f.source == source and f.key not in excluded and f.key not in dupes)
+        for _, key in left[cap:]:
+            capped[key] = Drop(key, "not_selected", f"{source} record {by_key[key].record_id!r} is beyond the recipe's cap of {cap}", "cap")
+        if source in plans:
+            plans[source][1]["capped"] = max(0, len(left) - cap)
+    for d in list(excluded.values()) + list(dupes.values()) + list(capped.values()):
+        f = by_key[d.key]
+        drops, counts = plans[f.source]
+        drops.setdefault(f.partition, {})[d.key] = (d.category, d.message)
         if d.category == "benchmark":
             counts["benchmarks"][d.of] = counts["benchmarks"].get(d.of, 0) + 1
-        else:
+        elif d.category == "duplicate":
             counts["duplicates"] += 1
-    log.info("dedupe: %d records fingerprinted, %d duplicates, benchmark exclusions %s", len(fps), counts["duplicates"],
-             counts["benchmarks"] or "none")
-    return drops, counts
+    for source, (_, counts) in sorted(plans.items()):
+        log.info("dedupe %s: %d records fingerprinted, %d duplicates, benchmark exclusions %s", source, counts["fingerprinted"],
+                 counts["duplicates"], counts["benchmarks"] or "none")
+    return plans
 
 
 def source_reader(source: str, reader_options: dict):
@@ -259,15 +279,19 @@ def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str
         "limit": cfg.limit_episodes,
         "allow_missing_depth": cfg.allow_missing_depth,
         "dedupe": cfg.dedupe,
+        "cap": cfg.cap,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_build(cfg: BuildConfig) -> BuildResult:
+def run_build(cfg: BuildConfig, plan: tuple[dict, dict] | None = None) -> BuildResult:
     """Build, or resume, or say the output is already complete. Object-store failures,
-    wherever they happen, become a BuildError that says to rerun (exit 3)."""
+    wherever they happen, become a BuildError that says to rerun (exit 3).
+
+    `plan`: an imported source's dedupe decisions made over a whole mixture (else the
+    build makes its own over this source)."""
     try:
-        return _run_build(cfg)
+        return _run_build(cfg, plan)
     except (store.StoreError, BotoCoreError, ClientError) as e:
         raise BuildError(
             f"object store failed while building {cfg.output}: {e}\nrerun the same command when it is back; "
@@ -276,14 +300,8 @@ def run_build(cfg: BuildConfig) -> BuildResult:
         ) from e
 
 
-def _run_build(cfg: BuildConfig) -> BuildResult:
-    t0 = time.time()
-    out = cfg.output.rstrip("/")
-    try:
-        store.check_writable(out)
-    except store.StoreError as e:
-        raise BuildError(f"--output {e}") from e
-    reader_options: dict = dict(cfg.reader_options)
+def source_groups(cfg: BuildConfig) -> tuple[str, list]:
+    """(input URI, commit groups) of a build: the partitions of its source, as planned."""
     if cfg.input:
         input_uri = cfg.input
     else:
@@ -293,14 +311,26 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
             input_uri, _ = bundled_sample(cfg.source)
         except ValueError as e:
             raise BuildError(str(e)) from e
-    manifest_uri = store.join(out, "manifest.json")
     try:
-        reader = source_reader(cfg.source, reader_options)
+        reader = source_reader(cfg.source, dict(cfg.reader_options))
         per = cfg.episodes_per_partition or (RECORDS_PER_PARTITION if is_importer(cfg.source) else 16)
         partitions = reader.partitions(input_uri, per)
     except (SourceError, store.NotFound, store.AccessDenied) as e:  # a rerun would not help
         raise BuildError(f"cannot read source {cfg.source!r} at {input_uri}: {e}") from e
-    groups = plan_groups(partitions, cfg.limit_episodes)
+    # a cap of a robot source is its first episodes; an imported source's is a seeded sample (plan_drops)
+    return input_uri, plan_groups(partitions, cfg.limit_episodes or (None if is_importer(cfg.source) else cfg.cap))
+
+
+def _run_build(cfg: BuildConfig, plan: tuple[dict, dict] | None = None) -> BuildResult:
+    t0 = time.time()
+    out = cfg.output.rstrip("/")
+    try:
+        store.check_writable(out)
+    except store.StoreError as e:
+        raise BuildError(f"--output {e}") from e
+    reader_options: dict = dict(cfg.reader_options)
+    input_uri, groups = source_groups(cfg)
+    manifest_uri = store.join(out, "manifest.json")
     caps = probe_caps(cfg.source, reader_options, groups)
     try:
         chosen = registry.choose(cfg.backends.value, cfg.stage_backends, caps, settings=cfg.backend_params,
@@ -338,14 +368,17 @@ def _run_build(cfg: BuildConfig) -> BuildResult:
         metrics_port=cfg.metrics_port,
     )
     dedupe = None
-    if is_importer(cfg.source) and cfg.dedupe:
-        # over every group, committed ones too: which copy is kept must not depend on what a
-        # first run got through (a cached pass is an optimisation left for later)
-        try:
-            drops, dedupe = plan_drops(cfg, reader_options, groups, runtime if cfg.mode == "ray" else None, pipeline.min_cpus())
-        except ClusterTooSmall as e:
-            raise BuildError(f"cannot start: {e}") from e
-        unit_reader.drops = drops
+    if is_importer(cfg.source) and (cfg.dedupe or cfg.cap):
+        if plan is None:
+            # over every group, committed ones too: which copy is kept must not depend on what
+            # a first run got through (a cached pass is an optimisation left for later)
+            try:
+                fps = fingerprints(cfg.source, reader_options, groups, runtime if cfg.mode == "ray" else None, pipeline.min_cpus())
+            except ClusterTooSmall as e:
+                raise BuildError(f"cannot start: {e}") from e
+            caps = {cfg.source: cfg.cap} if cfg.cap else {}
+            plan = plan_drops(fps, cfg.dedupe, caps, cfg.recipe.seed).get(cfg.source, ({}, {"fingerprinted": 0, "duplicates": 0, "benchmarks": {}}))
+        unit_reader.drops, dedupe = plan
     committer = GroupCommitter(out, cfg, chash)
     log.info("building %s from %s into %s (%d groups, %d already committed)", cfg.source, input_uri, out, len(groups), len(ledger))
     try:

@@ -177,8 +177,9 @@ def _parse_overrides(values: list[str]) -> dict[str, str]:
 
 @app.command()
 def build(
-    source: Annotated[str, typer.Option(help="Source reader name, e.g. droid.")],
     output: Annotated[str, typer.Option(help="Output directory or s3:// URI.")],
+    source: Annotated[str | None, typer.Option(help="Source reader or importer name, e.g. droid (gem-data sources); "
+                                               "leave out to build the recipe's whole mixture.")] = None,
     input: Annotated[str | None, typer.Option("--input", help="Dataset path or s3://, gs:// or hf://datasets/ URI; default: the bundled synthetic sample.")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe YAML; default: the bundled GEM-4M recipe.")] = None,
     backends: Annotated[str, typer.Option(help="auto, cpu or gpu.")] = "auto",
@@ -203,17 +204,30 @@ def build(
 
     try:
         settings = load_yaml(backend_config, "backend config") if backend_config is not None else {}
-        cfg = BuildConfig(
-            source=source, input=input, output=output, recipe=load_recipe(recipe), backends=backends,
-            backend_params=settings, reader_options=_reader_options(key_map),
-            stage_backends=_parse_overrides(stage or []), limit_episodes=limit_episodes, ray_address=ray_address,
-            max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus, episodes_per_partition=episodes_per_partition, allow_missing_depth=no_depth,
-            metrics_port=metrics_port, mode="local" if local else "ray", progress=progress and sys.stderr.isatty(),
+        common = dict(
+            backends=backends, backend_params=settings, stage_backends=_parse_overrides(stage or []), ray_address=ray_address,
+            max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus,
+            episodes_per_partition=episodes_per_partition, allow_missing_depth=no_depth, metrics_port=metrics_port,
+            mode="local" if local else "ray", progress=progress and sys.stderr.isatty(),
         )
+        the_recipe = load_recipe(recipe)
+        if source is None:
+            if input is not None or key_map is not None or limit_episodes is not None:
+                raise ValueError("--input, --key-map and --limit-episodes name one source: pass --source too "
+                                 "(a mixture's inputs and caps are in its recipe)")
+            BuildConfig(source="mixture", output=output, **common)  # the shared settings, checked before any work
+        else:
+            cfg = BuildConfig(source=source, input=input, output=output, recipe=the_recipe, reader_options=_reader_options(key_map),
+                              limit_episodes=limit_episodes, **common)
     except (ValidationError, ValueError, OSError) as e:
         _fail(f"invalid configuration:\n{e}")
     try:
-        result = run_build(cfg)  # store failures arrive as a BuildError (exit 3: rerun)
+        if source is None:
+            from pipelines.mixture import run_mixture
+
+            result = run_mixture(the_recipe, output, **common)
+        else:
+            result = run_build(cfg)  # store failures arrive as a BuildError (exit 3: rerun)
     except BuildError as e:
         _fail(str(e), e.exit_code)
     console.print(escape(result.summary))

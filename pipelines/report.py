@@ -50,7 +50,15 @@ def render_report(report: dict, manifest: Manifest | None = None) -> str:
     parts = [f"<h1>gem-data build report</h1><p>{html.escape(report.get('output', ''))} &middot; source <b>{html.escape(str(report.get('source')))}</b> "
              f"&middot; {report.get('samples', 0):,} samples in {report.get('shards', 0)} shards &middot; {report.get('wall_s', 0)} s</p>"]
     parts.append("<h2>Samples per task</h2>" + _table(sorted(report.get("tasks", {}).items()), ("task", "samples")))
-    parts.append("<h2>Samples per source</h2>" + _table(sorted(report.get("sources", {}).items()), ("source", "samples")))
+    targets = report.get("targets")
+    if targets:  # a mixture: each source against its target, with its licence
+        parts.append("<h2>Samples per source</h2>" + _table(
+            [(s, v["samples"], v["target"], "" if v["of_target"] is None else f"{v['of_target']:.1%}", v["licence"]) for s, v in targets.items()],
+            ("source", "samples", "target", "of target", "licence")))
+        parts.append("<h2>Samples per source and task</h2>" + _table(
+            [(s, t, n) for s, v in targets.items() for t, n in sorted(v["tasks"].items())], ("source", "task", "samples")))
+    else:
+        parts.append("<h2>Samples per source</h2>" + _table(sorted(report.get("sources", {}).items()), ("source", "samples")))
     errs = report.get("errors_by_category", {})
     cls = "bad" if report.get("failed_units") else "ok"
     parts.append(

@@ -43,8 +43,25 @@ class PlanningRecipe(_Strict):
     ]
 
 
+class MixtureEntry(_Strict):
+    """One source of a mixture: what to read, how much of it, and what share it should have."""
+
+    source: str = Field(min_length=1, description="a source reader or importer name (gem-data sources)")
+    input: str = Field(min_length=1, description="where the dataset is; placeholders (<...>) must be filled in before a build")
+    target: int = Field(default=0, ge=0, description="samples this source should give, in the paper's proportions (reported, not forced)")
+    cap: int | None = Field(default=None, ge=1, description="at most this many records (episodes for robot sources), "
+                            "chosen by a seeded hash of each record's key")
+    weight: float = Field(default=1.0, ge=0, description="sampling weight for trainers, recorded in the manifest")
+    options: dict = Field(default_factory=dict, description="reader options (media root, include_vqa, ...)")
+    enabled: bool = True
+
+
 class Recipe(_Strict):
-    """What to build. Loadable from YAML; the default ships in `pipelines/recipes/gem4m.yaml`."""
+    """What to build. Loadable from YAML; the default ships in `pipelines/recipes/gem4m.yaml`.
+
+    `mixture`: the sources of a whole-mixture build (`gem-data build --recipe R --output O`
+    without --source). It is not part of the recipe's hash: the QA a source's units give
+    does not depend on which other sources are in the mixture."""
 
     name: str = "gem-4m"
     seed: int = 0
@@ -52,9 +69,10 @@ class Recipe(_Strict):
     planning: PlanningRecipe = Field(default_factory=PlanningRecipe)
     phrasings_seed: int = Field(default=0, description="seed of the template phrasing choice")
     jpeg_quality: int = Field(default=90, ge=50, le=100, description="quality when an image must be re-encoded")
+    mixture: list[MixtureEntry] = Field(default_factory=list)
 
     def hash(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        blob = json.dumps(self.model_dump(mode="json", exclude={"mixture"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -107,6 +125,8 @@ class BuildConfig(_Strict):
     shards: ShardTargets = Field(default_factory=ShardTargets)
     episodes_per_partition: int | None = Field(default=None, ge=1, description="episodes (or imported records) per commit group; "
                                                "default 16 episodes, 1024 records")
+    cap: int | None = Field(default=None, ge=1, description="at most this many records (imported: a seeded sample; "
+                            "robot sources: the first episodes)")
     dedupe: bool = Field(default=True, description="imported datasets: drop duplicate records and evaluation-benchmark data "
                          "(pipelines/importers/dedupe.py states the rule)")
     allow_missing_depth: bool = Field(default=False, description="build an imported dataset without depth (GEM's loader needs depth; "

@@ -36,6 +36,8 @@ class Manifest(BaseModel):
     units: int = Field(ge=0, default=0)
     failed_units: int = Field(ge=0, default=0)
     filtered_units: int = Field(ge=0, default=0, description="units with nothing to emit (object not in view, ...)")
+    sources: dict[str, dict] = Field(default_factory=dict, description="a mixture's sources: samples, target, weight, licence, "
+                                     "part (the folder its shards are under)")
 
     @classmethod
     def from_shards(cls, shards: list[ShardRecord], **kw) -> Manifest:

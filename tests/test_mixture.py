@@ -1,0 +1,76 @@
+"""`gem-data build --recipe R --output O`: every source of the recipe's mixture in one
+dataset, one manifest, validated and exported as any build."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from pipelines.build import BuildError
+from pipelines.dataset import export_gem_jsonl, validate
+from pipelines.mixture import run_mixture
+from pipelines.recipes import load_recipe
+from pipelines.synthetic.mixture import write_sample
+
+COMMON = dict(backends="cpu", mode="local", progress=False, allow_missing_depth=True)
+
+
+def _recipe(tmp_path, entries):
+    doc = yaml.safe_load(open(load_recipe.__code__.co_filename.replace("__init__.py", "gem4m.yaml")))
+    doc["mixture"] = entries
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return load_recipe(path)
+
+
+def test_a_mixture_builds_one_dataset_with_each_source_against_its_target(tmp_path, droid_input):
+    write_sample("robopoint", tmp_path / "rp", records=12)
+    recipe = _recipe(tmp_path, [
+        {"source": "droid", "input": droid_input, "target": 40, "cap": 2},
+        {"source": "robopoint", "input": str(tmp_path / "rp"), "target": 10, "cap": 5, "weight": 2.0},
+        {"source": "robovqa", "input": "<gs://your-bucket/robovqa>", "enabled": False},
+    ])
+    out = tmp_path / "out"
+    res = run_mixture(recipe, str(out), **COMMON)
+    m = res.manifest
+    assert set(m.sources) == {"droid", "robopoint"}
+    assert m.sources["robopoint"]["samples"] == 5 and m.sources["robopoint"]["licence"] == "apache-2.0"
+    assert m.sources["robopoint"]["weight"] == 2.0 and m.sources["droid"]["target"] == 40
+    assert m.samples == sum(v["samples"] for v in m.sources.values())
+    assert all(s.url.startswith(("parts/droid/", "parts/robopoint/")) for s in m.shards)
+    v = validate(str(out))
+    assert v["problems"] == [] and v["samples"] == m.samples and v["without_depth"] == 5
+    assert export_gem_jsonl(str(out), tmp_path / "gem")["samples"] == m.samples
+    report = json.loads((out / "report.json").read_text())
+    assert report["targets"]["robopoint"]["of_target"] == 0.5
+    assert report["dedupe"]["robopoint"]["capped"] == 4  # 9 grounding records, a seeded 5 kept
+    errors = pq.read_table(out / "errors.parquet").to_pylist()
+    assert {e["source"] for e in errors} >= {"robopoint"}
+    assert "of target" in (out / "report.html").read_text()
+    # the cap is a seeded sample, not the file's first records; a rerun is complete at once
+    kept = {json.loads(line)["id"] for line in (tmp_path / "gem" / "data.jsonl").read_text().splitlines()}
+    assert len([k for k in kept if k.startswith("robopoint")]) == 5
+    again = run_mixture(recipe, str(out), **COMMON)
+    assert again.already_complete
+
+
+def test_placeholders_and_unknown_sources_stop_before_any_work(tmp_path):
+    recipe = _recipe(tmp_path, [{"source": "robopoint", "input": "<s3://your-bucket/robopoint>"}])
+    with pytest.raises(BuildError, match="placeholder"):
+        run_mixture(recipe, str(tmp_path / "o"), **COMMON)
+    recipe = _recipe(tmp_path, [{"source": "nope", "input": "/x"}])
+    with pytest.raises(BuildError, match="unknown source"):
+        run_mixture(recipe, str(tmp_path / "o"), **COMMON)
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_bundled_recipe_lists_the_whole_mixture():
+    recipe = load_recipe()
+    names = {e.source for e in recipe.mixture}
+    assert {"droid", "paco_lvis", "robopoint", "roboafford", "sharerobot", "roborefit", "mindcube", "vica", "spar",
+            "vsi590k", "robovqa", "robo2vlm", "refspatial"} <= names
+    total = sum(e.target for e in recipe.mixture)
+    assert 3_500_000 <= total <= 4_500_000  # GEM-4M
