@@ -159,14 +159,14 @@ def fingerprints(source: str, reader_options: dict, groups, runtime, min_cpus: f
 
 def plan_drops(fps: list, dedupe: bool = True, caps: dict[str, int] | None = None, seed: int = 0) -> dict[str, tuple[dict, dict]]:
     """Which imported records are left out, decided over all of `fps` (one source, or every
-    source of a mixture): benchmark data and duplicates (`dedupe`), then, per source, all but
+    source of a mixture): benchmark data (always), duplicates (`dedupe`), then, per source, all but
     the `caps[source]` records whose seeded hash of their key is smallest (a uniform sample
     that does not depend on file order or partitioning). Per source: (drops by partition
     index, counts for the report)."""
     from pipelines.importers.dedupe import Drop, benchmark_drops, find_duplicates, load_benchmarks
     from pipelines.units import seed_for
 
-    excluded = benchmark_drops(fps, load_benchmarks()) if dedupe else {}
+    excluded = benchmark_drops(fps, load_benchmarks())  # always: benchmark data never enters a build
     dupes = find_duplicates([f for f in fps if f.key not in excluded]) if dedupe else {}
     by_key = {f.key: f for f in fps}
     plans: dict[str, tuple[dict, dict]] = {}
@@ -368,7 +368,7 @@ def _run_build(cfg: BuildConfig, plan: tuple[dict, dict] | None = None) -> Build
         metrics_port=cfg.metrics_port,
     )
     dedupe = None
-    if is_importer(cfg.source) and (cfg.dedupe or cfg.cap):
+    if is_importer(cfg.source):  # benchmark data is kept out whatever --dedupe says
         if plan is None:
             # over every group, committed ones too: which copy is kept must not depend on what
             # a first run got through (a cached pass is an optimisation left for later)

@@ -91,17 +91,16 @@ def _plan(recipe: Recipe, entries, cfgs, common, owns_ray: bool) -> dict:
     from engine import RayRuntime
 
     imported = [(order, e) for order, e in enumerate(entries) if is_importer(e.source)]
-    wanted = [(order, e) for order, e in imported if cfgs[e.source].dedupe or e.cap]
-    if not wanted:
+    if not imported:
         return {}
     runtime = None if common.get("mode") == "local" else RayRuntime(address=common.get("ray_address"), num_cpus=common.get("num_cpus"))
     fps = []
-    for order, e in wanted:
+    for order, e in imported:
         _, groups = source_groups(cfgs[e.source])
         fps += fingerprints(e.source, dict(e.options), groups, runtime, min_cpus=1, order=order)
     _release_ray(owns_ray)
-    caps = {e.source: e.cap for _, e in wanted if e.cap}
-    dedupe = all(cfgs[e.source].dedupe for _, e in wanted)
+    caps = {e.source: e.cap for _, e in imported if e.cap}
+    dedupe = all(cfgs[e.source].dedupe for _, e in imported)
     return plan_drops(fps, dedupe, caps, recipe.seed)
 
 

@@ -76,8 +76,14 @@ def test_a_build_writes_valid_shards_and_exports(sampled, tmp_path):
     if not info.ships_depth:
         cfg["allow_missing_depth"] = True
     result = run_build(BuildConfig(output=str(tmp_path / "out"), **cfg))
-    kept = [k for k, e in expected.items() if not e.get("error") and e.get("selected_by_default") is not False]
+    kept = [k for k, e in expected.items() if not e.get("error") and e.get("selected_by_default") is not False
+            and not e.get("benchmark")]
     assert result.manifest.samples == len(kept)
+    benchmarks: dict = {}
+    for e in expected.values():
+        if e.get("benchmark"):
+            benchmarks[e["benchmark"]] = benchmarks.get(e["benchmark"], 0) + 1
+    assert result.report["dedupe"]["benchmarks"] == benchmarks
     res = validate(str(tmp_path / "out"))
     assert res["problems"] == []
     assert res["without_depth"] == (0 if info.ships_depth else len(kept))

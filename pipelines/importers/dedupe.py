@@ -1,12 +1,18 @@
 """Duplicates across the records of a build, and the evaluation benchmarks kept out.
 
-A record's fingerprint: per image, a hash of the decoded pixels (exact) and a 64-bit
-perceptual hash (imagehash's pHash: a DCT of the 32x32 grey image, robust to re-encoding
-and small resizes); and the hash of its question text, normalised.
+A record's fingerprint: per image, a hash of the stored bytes and a 64-bit perceptual
+hash (imagehash's pHash: the DCT of the 32x32 grey image, robust to re-encoding and small
+resizes); and the hash of its question text, normalised.
 
 The rule. Two records are duplicates when they ask the same question (the normalised
-human turns are equal) of the same images: every image equal in pixels (`exact`), or
-every image within `max_distance` bits of pHash (`near`). Of each set of duplicates the
+human turns are equal) of the same images: every image within `max_distance` bits of
+pHash. A duplicate is labelled `exact` when every image is the same file (equal bytes),
+else `near` with its distance. Why bytes and not decoded pixels for `exact`: equal pixels
+always have pHash distance 0, so they are dropped all the same; only the label of the rare
+pixel-equal pair stored differently (a PNG re-saved) says `near (distance 0)`. Hashing
+decoded pixels would need every image decoded in full, which costs more than the rest of
+an import together (bench/importers.py); the pHash needs only a reduced decode (JPEG
+decoders scale in the DCT domain). Of each set of duplicates the
 record that sorts first by (source's place in the build, record key) is kept; every
 other is dropped, recorded as filtered with the key it duplicates. The same image asked
 a different question is not a duplicate: it teaches something else.
@@ -25,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from pipelines.synthetic.codec import decode_image
 
 MAX_DISTANCE = 4  # bits of 64: re-encoded or slightly resized copies are within 2-3
 BANDS = MAX_DISTANCE + 1  # pigeonhole: two hashes within MAX_DISTANCE agree on a whole band
@@ -47,19 +51,29 @@ class Fingerprint:
     split: str = ""
 
 
-def phash(rgb: np.ndarray) -> int:
+def phash(data: bytes, what: str = "image") -> int:
+    """imagehash's pHash of an encoded image, from a grey decode at an eighth or a quarter of
+    the size where the image is large enough (>= 64 px a side after it)."""
+    import cv2
     import imagehash
     from PIL import Image
 
-    bits = imagehash.phash(Image.fromarray(rgb)).hash.flatten()
+    from shards.reader import image_size
+
+    wh = image_size(data)
+    side = min(wh) if wh else 0
+    flag = (cv2.IMREAD_REDUCED_GRAYSCALE_8 if side >= 512 else cv2.IMREAD_REDUCED_GRAYSCALE_4 if side >= 256
+            else cv2.IMREAD_GRAYSCALE)
+    grey = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if grey is None:
+        raise ValueError(f"{what} does not decode")
+    small = cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA)
+    bits = imagehash.phash(Image.fromarray(small)).hash.flatten()
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def pixels_hash(rgb: np.ndarray) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(np.asarray(rgb.shape, np.int64).tobytes())
-    h.update(np.ascontiguousarray(rgb).tobytes())
-    return h.hexdigest()
+def bytes_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 _SPACE = re.compile(r"\s+")
@@ -73,9 +87,8 @@ def question_hash(turns) -> str:
 def fingerprint(rec, key: str, partition: int, order: int) -> Fingerprint:
     exact, ph = [], []
     for i, data in enumerate(rec.images):
-        rgb = decode_image(data, f"{rec.record_id} image {i}")
-        exact.append(pixels_hash(rgb))
-        ph.append(phash(rgb))
+        exact.append(bytes_hash(data))
+        ph.append(phash(data, f"{rec.record_id} image {i}"))
     return Fingerprint(key, rec.source, rec.record_id, partition, order, question_hash(rec.turns), tuple(exact), tuple(ph),
                        str(rec.params.get("scene", "")), str(rec.params.get("split", "")))
 
@@ -107,8 +120,8 @@ def find_duplicates(fps: list[Fingerprint], max_distance: int = MAX_DISTANCE) ->
     for f in fps:
         twin = kept_exact.get((f.question, f.exact))
         if twin is not None:
-            drops[f.key] = Drop(f.key, "duplicate", f"{f.source} record {f.record_id!r} is an exact duplicate of {twin.source} "
-                                f"record {twin.record_id!r} ({twin.key})", twin.key)
+            drops[f.key] = Drop(f.key, "duplicate", f"{f.source} record {f.record_id!r} is an exact duplicate (the same image "
+                                f"files) of {twin.source} record {twin.record_id!r} ({twin.key})", twin.key)
             continue
         near = _near(f, buckets, max_distance)
         if near is not None:

@@ -72,9 +72,11 @@ def frame_policy(n: int, k: int, seed: int) -> list[int]:
     if n <= 0:
         return []
     k = min(k, n)
-    edges = np.linspace(0, n, k + 1)
+    # whole-frame span edges: spans at least one frame wide never share a frame, so the k
+    # picks are distinct and increasing
+    edges = np.round(np.linspace(0, n, k + 1)).astype(int)
     rng = np.random.default_rng(seed)
-    return [int(min(n - 1, np.floor(a + rng.random() * (b - a)))) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return [int(rng.integers(a, b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def video_frames(data: bytes, k: int, seed: int, file: str = "", quality: int = 90) -> tuple[list[bytes], list[int], int]:
@@ -97,3 +99,4 @@ def video_frames(data: bytes, k: int, seed: int, file: str = "", quality: int = 
     if not picks or len(out) < len(picks):
         raise SourceError(f"video has {len(out)} decodable frames of the {n} it holds", file=file, field="video", category="decode_error")
     return [out[i] for i in picks], picks, n
+

@@ -204,3 +204,59 @@ def _decode_feature(key: str, buf: memoryview) -> Feature:
                     values.append(v - (1 << 64) if v >= 1 << 63 else v)
             return np.asarray(values, dtype=np.int64)
     return []
+
+
+# --- SequenceExample and record offsets (RoboVQA) ----------------------------------------
+# SequenceExample { Features context = 1; FeatureLists feature_lists = 2 }
+# FeatureLists { map<string, FeatureList> feature_list = 1 }   FeatureList { repeated Feature feature = 1 }
+
+
+def decode_sequence_example(data: bytes) -> tuple[dict[str, Feature], dict[str, list[Feature]]]:
+    """Parse `tf.train.SequenceExample` bytes into (context features, feature lists): the
+    context as `decode_example` gives it, each feature list as a list of features in order."""
+    context: dict[str, Feature] = {}
+    lists: dict[str, list[Feature]] = {}
+    view = memoryview(data)
+    for field, wire, payload in _iter_fields(view):
+        if wire != 2:
+            continue
+        if field == 1:  # Features: the same message as Example's field 1 holds
+            context.update(decode_example(_ld(1, bytes(payload))))
+        elif field == 2:
+            for f2, w2, entry in _iter_fields(payload):
+                if f2 != 1 or w2 != 2:
+                    continue
+                key, flist = None, None
+                for f3, w3, v in _iter_fields(entry):
+                    if f3 == 1 and w3 == 2:
+                        key = bytes(v).decode("utf-8")
+                    elif f3 == 2 and w3 == 2:
+                        flist = v
+                if key is None:
+                    raise RecordError("feature list map entry without a key", "protobuf")
+                items = []
+                for f4, w4, feat in _iter_fields(flist if flist is not None else memoryview(b"")):
+                    if f4 == 1 and w4 == 2:
+                        items.append(_decode_feature(key, feat))
+                lists[key] = items
+    return context, lists
+
+
+def record_spans(stream: BinaryIO, first_offset: int = 0) -> Iterator[tuple[int, int]]:
+    """(byte offset, data length) of each record from the stream's position, reading only the
+    12-byte headers and seeking past the data: an index of a file without reading it whole."""
+    offset = first_offset
+    index = 0
+    while True:
+        header = stream.read(12)
+        if not header:
+            return
+        if len(header) < 12:
+            raise RecordError(f"record {index}: truncated header ({len(header)} of 12 bytes)", "length")
+        (length,) = struct.unpack("<Q", header[:8])
+        if masked_crc(header[:8]) != struct.unpack("<I", header[8:])[0]:
+            raise RecordError(f"record {index}: length CRC mismatch (corrupt framing)", "length_crc")
+        yield offset, length
+        stream.seek(length + 4, 1)
+        offset += 12 + length + 4
+        index += 1
