@@ -153,3 +153,88 @@ def test_a_real_qwen3_vl_checkpoint_trains_through_its_processor(dataset, tmp_pa
     cfg.stages = [s.model_copy(update={"steps": 2}) for s in cfg.stages]
     res = train(cfg, dataset, tmp_path)
     assert res["finished"]
+
+
+def write_legacy_run(cfg, dataset: str, out: Path, stage_index: int, done: int):
+    """A run directory as the single-process trainer left it before torch.distributed.checkpoint:
+    config.json, `checkpoints/step_N.pt` (its one torch.save: model, AdamW, LambdaLR, stage,
+    step in stage, global step, noise generator, reader), `latest` naming it, and metrics.jsonl
+    (with a line past the checkpoint, as a run killed after logging leaves). The earlier stages are stood
+    for by skipping their batches; `done` real AdamW steps are taken in stage `stage_index`.
+    Returns the model, the optimizer and the keys of the batch the reader gives next."""
+    from shards.reader import ShardLoader
+    from trainer.train import cosine_with_warmup, set_trainable
+
+    (out / "config.json").write_text(cfg.model_dump_json(indent=1))
+    _, model, collate = build(cfg, dataset, out)
+    loader = ShardLoader(GemShardDataset(dataset, seed=cfg.data.seed, shuffle_buffer=cfg.data.shuffle_buffer, rank=0, world_size=1,
+                                         to_tensors=False), batch_size=cfg.batch_size, num_workers=cfg.data.num_workers)
+    loader.dataset.set_epoch(0)
+    batches = iter(loader)
+    stage = cfg.stages[stage_index]
+    opt = torch.optim.AdamW(set_trainable(model, stage), lr=stage.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_with_warmup(stage.steps, cfg.warmup_steps, cfg.min_lr_ratio))
+    before = sum(s.steps for s in cfg.stages[:stage_index])
+    for _ in range(before):
+        next(batches)
+    for k in range(done):
+        samples = next(batches)
+        losses = model(collate(samples), ce=stage.ce, fm=stage.fm, seeds=[100 * k + j for j in range(len(samples))])
+        opt.zero_grad()
+        losses["total"].backward()
+        opt.step()
+        sched.step()
+    step = before + done
+    name = f"step_{step:07d}.pt"
+    (out / "checkpoints").mkdir()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "stage": stage_index,
+                "step_in_stage": done, "global_step": step, "generator": torch.Generator().manual_seed(2).get_state(),
+                "loader": loader.state_dict()}, out / "checkpoints" / name)
+    (out / "checkpoints" / "latest").write_text(name)
+    (out / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "stage": "old", "fm": 1.0, "total": 1.0}) + "\n" for i in range(1, step + 2)))
+    return model, opt, [s["__key__"] for s in next(batches)]
+
+
+def test_a_run_of_the_single_process_trainer_is_converted_and_continues(dataset, tmp_path):
+    from trainer.checkpoint import load_model, load_optimizer
+    from trainer.parallel import Dist
+    from trainer.train import KEYS_MOD, Trainer, cosine_with_warmup, keys_digest, set_trainable
+
+    cfg = load_config(CONFIG)
+    cfg.stages = [s.model_copy(update={"steps": n}) for s, n in zip(cfg.stages, (4, 6, 4), strict=True)]
+    cfg.checkpoint_every = 100
+    old_model, old_opt, next_keys = write_legacy_run(cfg, dataset, tmp_path, stage_index=1, done=3)
+    old_state = {k: v.clone() for k, v in old_model.state_dict().items()}
+
+    # evaluate / depth-sample read it as it is
+    model, _, _ = load_trained(tmp_path)
+    assert all(torch.equal(v, old_state[k]) for k, v in model.state_dict().items())
+
+    # under torchrun: refused, saying what to do (its data order is one stream)
+    two = Dist(rank=0, world=2, local_rank=0, device=torch.device("cpu"), owns_group=False)
+    with pytest.raises(ValueError, match=r"step_0000007\.pt is a checkpoint of the single-process trainer: rerun .* without torchrun"):
+        Trainer(cfg, dataset, tmp_path, two)
+
+    # one process: converted into step_0000007/, then one more step
+    assert train(cfg, dataset, tmp_path, max_steps=8) == {"global_step": 8, "finished": False}
+    assert (tmp_path / "checkpoints" / "step_0000007.pt").is_file()  # left in place
+    converted = tmp_path / "checkpoints" / "step_0000007"
+    st = json.loads((converted / "trainer_state.json").read_text())
+    assert (st["stage"], st["step_in_stage"], st["global_step"], st["streams"]) == (1, 3, 7, 1)
+    _, fresh, _ = build(cfg, dataset, tmp_path)
+    load_model(converted, fresh)
+    assert all(torch.equal(v, old_state[k]) for k, v in fresh.state_dict().items())
+    opt = torch.optim.AdamW(set_trainable(fresh, cfg.stages[1]), lr=cfg.stages[1].lr)
+    load_optimizer(converted, fresh, opt)
+    names = {id(p): n for n, p in old_model.named_parameters()}
+    fresh_params = dict(fresh.named_parameters())
+    assert len(old_opt.state) == len(opt.state) > 0
+    for p, s in old_opt.state.items():
+        new = opt.state[fresh_params[names[id(p)]]]
+        assert all(torch.equal(torch.as_tensor(new[k]), torch.as_tensor(v)) for k, v in s.items()), names[id(p)]
+
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9)) and rows[6]["stage"] == "old"  # the line past the checkpoint was dropped
+    last = rows[7]
+    assert last["stage"] == "connector+head" and last["batch"] == int(keys_digest(next_keys)) % KEYS_MOD  # the reader went on where it was
+    assert last["lr"] == pytest.approx(cfg.stages[1].lr * cosine_with_warmup(6, cfg.warmup_steps, cfg.min_lr_ratio)(3))

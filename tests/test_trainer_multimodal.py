@@ -168,3 +168,59 @@ def test_training_runs_on_multi_image_multi_turn_shards(tmp_path):
     assert train(cfg, data, tmp_path / "run")["finished"]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(np.isfinite(r["total"]) for r in rows) and "ce" in rows[-1]
+
+
+def test_a_video_record_of_frames_trains_its_depth_on_the_frame_the_depth_belongs_to(tokenizer, tmp_path):
+    """Video samples are their frames, each an `<image>`; the one depth map belongs to frame k.
+    Through the real writer, reader and collator: the head's target is that map and its
+    condition frame k's tokens, and the FM loss reaches the backbone through those tokens only."""
+    from pipelines.synthetic.codec import encode_jpeg, encode_png
+    from schemas import Manifest, Sample
+    from shards import store
+    from shards.reader import GemShardDataset
+    from shards.writer import SampleFiles, ShardWriter
+    from trainer.config import load_config
+    from trainer.data import depth_target
+    from trainer.model import GEM, build_backbone
+
+    n, k, (h, w) = 5, 3, (64, 96)
+    rng = np.random.default_rng(2)
+    depth_mm = rng.integers(500, 3000, (h, w)).astype(np.uint16)
+    depth_mm[:8] = 0  # invalid pixels stay out of the target
+    turns = [{"from": "human", "value": "<image>" * n + "\nWhich frame shows the gripper closing?"}, {"from": "gpt", "value": f"frame {k}"}]
+    files = {f"{i}.jpg": encode_jpeg(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for i in range(n)}
+    files[f"{k}.depth.png"] = encode_png(depth_mm)
+    sample = Sample(key="v0000", task="subtask_planning", images=[{"name": f"{i}.jpg", "width": w, "height": h, "frame_index": 10 * i} for i in range(n)],
+                    depth=[{"name": f"{k}.depth.png", "image": k}], conversations=turns,
+                    provenance={"source": "test", "episode_id": "e0", "frame_indices": [10 * i for i in range(n)]})
+    files["json"] = json.dumps(sample.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+    writer = ShardWriter(str(tmp_path), "00000", max_samples=8)
+    writer.write(SampleFiles(sample.key, "subtask_planning", files))
+    store.write_bytes(store.join(str(tmp_path), "manifest.json"), Manifest.from_shards(writer.close(), source="test").model_dump_json().encode())
+    decoded = next(iter(GemShardDataset(str(tmp_path), seed=0, shuffle_buffer=1, rank=0, world_size=1, to_tensors=False)))
+
+    image = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    col = Collator(tokenizer, image, 96, 160, 32, 96)
+    b = col([decoded])
+    target, valid = depth_target(depth_mm / 1000.0, depth_mm > 0, 32)
+    assert torch.allclose(b.depth[0, 0], torch.from_numpy(target), atol=1e-5) and torch.equal(b.depth_mask[0, 0], torch.from_numpy(valid))
+    tokens = (b.input_ids[0] == image).nonzero().flatten()
+    assert len(tokens) == n * col.n_image_tokens
+    frame_k = tokens[k * col.n_image_tokens : (k + 1) * col.n_image_tokens].tolist()
+    assert b.cond_tokens[0].nonzero().flatten().tolist() == frame_k
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "trainer" / "configs" / "tiny-cpu.yaml")
+    cfg.cond_dropout = 0.0
+    ids = tokenizer.convert_tokens_to_ids
+    special = {"image": image, "video": ids("<|video_pad|>"), "vision_start": ids("<|vision_start|>"), "vision_end": ids("<|vision_end|>")}
+    model = GEM(cfg, build_backbone(cfg, len(tokenizer), special), image)
+    seen = []
+
+    def keep_last_hidden(module, args, kwargs, out):
+        out.hidden_states[-1].retain_grad()
+        seen.append(out.hidden_states[-1])
+
+    model.backbone.register_forward_hook(keep_last_hidden, with_kwargs=True)
+    model(b, ce=False, fm=True, seeds=[0])["total"].backward()
+    reached = (seen[0].grad[0].abs().sum(-1) > 0).nonzero().flatten().tolist()
+    assert reached == frame_k

@@ -36,6 +36,18 @@ def latest_checkpoint(out: Path) -> Path | None:
     return path if (path / STATE).exists() else None
 
 
+def legacy_checkpoint(out: Path) -> Path | None:
+    """The checkpoint of the single-process trainer this one replaced, if `latest` names one:
+    `checkpoints/step_N.pt`, a single `torch.save` of the model, the AdamW and LambdaLR
+    states, stage, step, the noise generator and the reader's position (trainer/train.py
+    `convert_legacy` turns it into a checkpoint of this format)."""
+    marker = out / "checkpoints" / "latest"
+    if not marker.exists() or not marker.read_text().strip().endswith(".pt"):
+        return None
+    path = out / "checkpoints" / marker.read_text().strip()
+    return path if path.is_file() else None
+
+
 def read_state(path: Path) -> dict:
     return json.loads((path / STATE).read_text())
 

@@ -30,7 +30,9 @@ def backbone_config(cfg: TrainConfig, vocab_size: int = 0, special: dict[str, in
     from transformers import Qwen3VLConfig
 
     if cfg.backbone.tiny is None:
-        return Qwen3VLConfig.from_json_file(str(architecture_path(cfg.backbone.architecture)))
+        if cfg.backbone.architecture:
+            return Qwen3VLConfig.from_json_file(str(architecture_path(cfg.backbone.architecture)))
+        return Qwen3VLConfig.from_pretrained(cfg.backbone.model)  # the checkpoint's config.json, not its weights
     t = cfg.backbone.tiny
     head_dim = t.hidden_size // t.heads
     half = head_dim // 2  # M-RoPE splits the rotary half-dimension over (t, h, w)
@@ -54,16 +56,32 @@ def backbone_config(cfg: TrainConfig, vocab_size: int = 0, special: dict[str, in
     )
 
 
-def build_backbone(cfg: TrainConfig, vocab_size: int = 0, special: dict[str, int] | None = None, weights: bool = True):
+def build_backbone(cfg: TrainConfig, vocab_size: int = 0, special: dict[str, int] | None = None, weights: bool = True,
+                   stored_dtype: bool = False):
     """The backbone: the checkpoint's weights (`backbone.model`, when `weights`), else a random
     model of the architecture (built on whatever device is current: `torch.device("meta")`
-    builds it without memory)."""
+    builds it without memory). `stored_dtype`: the checkpoint's weights in the dtype they are
+    stored in (bf16 for Qwen3-VL, half of fp32) rather than `backbone.dtype`, for a copy that
+    is only read from (the rank-0 load of trainer/parallel.py casts each tensor as it goes)."""
     from transformers import Qwen3VLForConditionalGeneration
 
     dtype = torch.bfloat16 if cfg.backbone.dtype == "bfloat16" else torch.float32
     if cfg.backbone.model and weights:
-        return Qwen3VLForConditionalGeneration.from_pretrained(cfg.backbone.model, dtype=dtype)
+        return Qwen3VLForConditionalGeneration.from_pretrained(cfg.backbone.model, dtype="auto" if stored_dtype else dtype)
     return Qwen3VLForConditionalGeneration(backbone_config(cfg, vocab_size, special)).to(dtype)
+
+
+def initial_model(cfg: TrainConfig, vocab_size: int = 0, special: dict[str, int] | None = None, weights: bool = True,
+                  stored_dtype: bool = False) -> GEM:
+    """GEM before training: the backbone (`build_backbone`), the connector and the head drawn
+    from the run's seed, so every process that builds it builds the same weights. On the
+    meta device (`with torch.device("meta")`, weights=False) it is the shapes only."""
+    torch.manual_seed(cfg.seed)
+    backbone = build_backbone(cfg, vocab_size, special, weights, stored_dtype)
+    torch.manual_seed(cfg.seed + 1)
+    model = GEM(cfg, backbone, backbone.config.image_token_id)
+    torch.manual_seed(cfg.seed + 2)  # the same generator state after a meta build (which draws nothing) as after a real one
+    return model
 
 
 def noise_seed(seed: int, step: int, slot: int) -> int:

@@ -9,6 +9,10 @@ frozen backbone of stages 1-2 sharded, takes `requires_grad` per parameter (the 
 freeze and unfreeze parts of one wrapped model), and its DTensor state dicts are what
 `torch.distributed.checkpoint` reshards for a different world size. It runs on the CPU with
 gloo (tests/test_trainer_distributed.py).
+
+On several ranks the model is built on the meta device and sharded before it has weights;
+`materialize` allocates the shards and fills them from rank 0, the one process that reads the
+pretrained weights (tests/test_trainer_rank0_load.py).
 """
 
 from __future__ import annotations
@@ -117,6 +121,42 @@ def parallelize(model: nn.Module, d: Dist, precision: str) -> nn.Module:
     register_fsdp_forward_method(model, "sample_depth")
     register_fsdp_forward_method(model.backbone, "generate")
     return model
+
+
+def materialize(model: nn.Module, d: Dist, initial=None) -> None:
+    """A model built on the meta device and sharded (`parallelize`), on every rank: allocate
+    each rank's shards on its device, recompute the buffers no state dict holds, and fill the
+    weights from rank 0. `initial` (the same on every rank: a collective) builds the whole
+    initial model; only rank 0 calls it (the only process that reads pretrained weights, so a
+    node holds one host copy of them, not one per GPU) and broadcasts its tensors one at a
+    time, each rank keeping its shard (torch.distributed.checkpoint's `set_model_state_dict`
+    with `broadcast_from_rank0`; the shards take their own dtype, so rank 0's copy may be
+    bf16). `initial=None`: the weights are left unset, for a checkpoint to fill."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    model.to_empty(device=d.device)
+    init_buffers(model)
+    if initial is None:
+        return
+    full = initial().state_dict() if d.main else {}
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+def init_buffers(model: nn.Module) -> None:
+    """The buffers a state dict leaves out (non-persistent: the rotary frequencies of Qwen3-VL's
+    text and vision towers), after `to_empty` left them uninitialised: recomputed by building
+    their module again from its config on the CPU, as its constructor computed them."""
+    for name, m in model.named_modules():
+        names = [b for b in m._non_persistent_buffers_set if m._buffers.get(b) is not None]
+        if not names:
+            continue
+        if not hasattr(m, "config"):
+            raise NotImplementedError(f"{name} ({type(m).__name__}): no way to recompute its buffers {names} after a meta-device build")
+        with torch.device("cpu"):
+            fresh = type(m)(m.config)
+        with torch.no_grad():
+            for b in names:
+                m._buffers[b].copy_(getattr(fresh, b))
 
 
 def reshard(model: nn.Module) -> None:

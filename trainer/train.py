@@ -3,7 +3,8 @@
 Stage 1 trains the connector (FM loss only); stage 2 the connector and the depth head;
 stage 3 everything with CE + lambda * FM. Each stage has its own AdamW and a cosine
 schedule with warm-up. Under `torchrun` every process holds an FSDP2 shard of the model
-(trainer/parallel.py) and reads its share of each global batch (`StreamData`); a checkpoint
+(trainer/parallel.py; built on the meta device, the pretrained weights read by rank 0 only
+and broadcast: `sharded_model`) and reads its share of each global batch (`StreamData`); a checkpoint
 (trainer/checkpoint.py) holds the model, the optimiser, the stage and step and the reader's
 positions, and any world size that divides the run's data streams resumes it exactly as the
 uninterrupted run would have continued.
@@ -21,19 +22,28 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from shards.reader import GemShardDataset, ShardLoader, ShardStream
-from trainer.checkpoint import latest_checkpoint, load_model, load_optimizer, read_state, save_checkpoint
+from trainer.checkpoint import (
+    latest_checkpoint,
+    legacy_checkpoint,
+    load_model,
+    load_optimizer,
+    read_state,
+    save_checkpoint,
+)
 from trainer.config import StageConfig, TrainConfig
 from trainer.data import Batch, Collator
-from trainer.model import GEM, build_backbone, noise_seed
+from trainer.model import GEM, initial_model, noise_seed
 from trainer.parallel import (
     Dist,
     apply_activation_checkpointing,
     init_distributed,
+    materialize,
     move_to,
     parallelize,
     refresh_after_unfreeze,
@@ -66,34 +76,56 @@ def corpus_texts(data: str, limit: int = 4000) -> list[str]:
     return texts
 
 
-def build(cfg: TrainConfig, data: str, out: Path, d: Dist | None = None):
-    """Tokenizer, model and collator (a tiny config's tokenizer is trained once, by rank 0, and kept in `out`)."""
+def components(cfg: TrainConfig, data: str, out: Path, d: Dist | None = None):
+    """(tokenizer, collator, make): `make(weights=True, stored_dtype=False)` builds the initial
+    model (trainer.model.initial_model). A tiny config's tokenizer is trained once, by rank 0,
+    and kept in `out`."""
     if cfg.backbone.model:
         from transformers import AutoProcessor
 
         from trainer.data import ProcessorCollator
+        from trainer.model import backbone_config
 
         processor = AutoProcessor.from_pretrained(cfg.backbone.model)
         tok = processor.tokenizer
-        backbone = build_backbone(cfg)
-        image_token_id = backbone.config.image_token_id
+        image_token_id = backbone_config(cfg).image_token_id
         collate = ProcessorCollator(processor, image_token_id, cfg.head.resolution, cfg.data.max_answer_tokens)
+        return tok, collate, partial(initial_model, cfg)
+    path = out / "tokenizer.json"
+    if not path.exists() and (d is None or d.main):
+        train_bpe(corpus_texts(data), cfg.vocab_size, path)
+    if d is not None:
+        d.barrier()
+    tok = load_bpe(path)
+    ids = tok.convert_tokens_to_ids
+    special = {"image": ids("<|image_pad|>"), "video": ids("<|video_pad|>"), "vision_start": ids("<|vision_start|>"), "vision_end": ids("<|vision_end|>")}
+    collate = Collator(tok, special["image"], cfg.data.image_height, cfg.data.image_width, cfg.head.resolution, cfg.data.max_answer_tokens)
+    return tok, collate, partial(initial_model, cfg, len(tok), special)
+
+
+def build(cfg: TrainConfig, data: str, out: Path, d: Dist | None = None):
+    """Tokenizer, the whole initial model (in this process) and collator."""
+    tok, collate, make = components(cfg, data, out, d)
+    return tok, make(), collate
+
+
+def sharded_model(cfg: TrainConfig, d: Dist, make, weights: bool = True) -> torch.nn.Module:
+    """The model this rank trains: FSDP2-sharded over the ranks (activation checkpointing as
+    configured), with its initial weights. One process builds it whole and shards it. Several
+    build it on the meta device (no memory), shard it, allocate their shards and receive the
+    weights from rank 0, the only one that loads them (trainer/parallel.py `materialize`).
+    `weights=False` (a resume: the checkpoint sets every weight) loads nothing on many ranks."""
+    if d.world == 1:
+        model = make()
     else:
-        path = out / "tokenizer.json"
-        if not path.exists() and (d is None or d.main):
-            train_bpe(corpus_texts(data), cfg.vocab_size, path)
-        if d is not None:
-            d.barrier()
-        tok = load_bpe(path)
-        ids = tok.convert_tokens_to_ids
-        special = {"image": ids("<|image_pad|>"), "video": ids("<|video_pad|>"), "vision_start": ids("<|vision_start|>"), "vision_end": ids("<|vision_end|>")}
-        torch.manual_seed(cfg.seed)
-        backbone = build_backbone(cfg, len(tok), special)
-        image_token_id = special["image"]
-        collate = Collator(tok, image_token_id, cfg.data.image_height, cfg.data.image_width, cfg.head.resolution, cfg.data.max_answer_tokens)
-    torch.manual_seed(cfg.seed + 1)
-    model = GEM(cfg, backbone, image_token_id)
-    return tok, model, collate
+        with torch.device("meta"):
+            model = make(weights=False)
+    if cfg.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    model = parallelize(model, d, cfg.precision)
+    if d.world > 1:
+        materialize(model, d, partial(make, stored_dtype=True) if weights else None)
+    return model
 
 
 def set_trainable(model: GEM, stage: StageConfig) -> list[torch.nn.Parameter]:
@@ -202,7 +234,13 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.json").write_text(cfg.model_dump_json(indent=1))
         d.barrier()
-        self.tok, model, self.collate = build(cfg, uri, out, d)
+        self.tok, self.collate, make = components(cfg, uri, out, d)
+        if (legacy := legacy_checkpoint(out)) is not None:
+            if d.world > 1:
+                raise ValueError(f"{legacy} is a checkpoint of the single-process trainer: rerun the same command without "
+                                 "torchrun (one process) once to convert it and continue; its data order is one stream, "
+                                 "so that run continues on one process only")
+            convert_legacy(cfg, out, legacy, make, d)
         self.resume = latest_checkpoint(out)
         self.state = TrainState(**read_state(self.resume)) if self.resume else TrainState(streams=cfg.data.streams or d.world)
         if cfg.data.streams and cfg.data.streams != self.state.streams:
@@ -210,9 +248,7 @@ class Trainer:
         if self.state.streams % d.world or cfg.batch_size % self.state.streams:
             raise ValueError(f"{d.world} ranks cannot share {self.state.streams} data streams (batch {cfg.batch_size}): "
                              "the world size must divide the streams, and the streams the batch")
-        if cfg.activation_checkpointing:
-            apply_activation_checkpointing(model)
-        self.model = parallelize(model, d, cfg.precision)
+        self.model = sharded_model(cfg, d, make, weights=self.resume is None)
         if self.resume:
             load_model(self.resume, self.model)
             log.info("resumed from %s (stage %d, step %d)", self.resume.name, self.state.stage, self.state.global_step)
@@ -311,6 +347,36 @@ class Trainer:
             log.info("eval after %s: %s", name, json.dumps(result))
 
 
+def convert_legacy(cfg: TrainConfig, out: Path, pt: Path, make, d: Dist) -> Path:
+    """A checkpoint of the single-process trainer (`step_N.pt`, trainer/checkpoint.py
+    `legacy_checkpoint`) written again as `step_N/` of this format, which `latest` then names;
+    the .pt file is left in place. Carried over: the weights, the stage's AdamW state, stage
+    and step, and the reader's position (the old reader, rank 0 of 1, is data stream 0 of 1:
+    the run continues on one process). Dropped: the LambdaLR state (the learning rate is a
+    function of the step here, by the same schedule) and the noise generator (the noise is
+    drawn per step and sample here), so the steps after the resume draw other noise than the
+    old trainer would have."""
+    try:
+        old = torch.load(pt, map_location="cpu", weights_only=True, mmap=True)
+        model = make(weights=False)  # every weight is overwritten: no pretrained load
+        model.load_state_dict(old["model"])
+        state = TrainState(stage=old["stage"], step_in_stage=old["step_in_stage"], global_step=old["global_step"],
+                           epoch=old["loader"]["epoch"], streams=1, data={"0": old["loader"]})
+        opt = None
+        if state.step_in_stage > 0:  # inside a stage: its AdamW moments, by position in the old trainer's parameter list
+            stage = cfg.stages[state.stage]
+            opt = torch.optim.AdamW(set_trainable(model, stage), lr=stage.lr, weight_decay=cfg.weight_decay)
+            opt.load_state_dict(old["optimizer"])
+            for group in opt.param_groups:
+                group.pop("initial_lr", None)  # LambdaLR's
+    except (KeyError, IndexError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{pt}: cannot convert this checkpoint of the single-process trainer ({type(e).__name__}: {e}); "
+                         f"rerun with the config the run was started with, or train into a new --out") from e
+    path = save_checkpoint(out, d, model, opt, state.state_dict(), cfg.keep_checkpoints)
+    log.info("converted %s (stage %d, step %d) into %s", pt.name, state.stage, state.global_step, path.name)
+    return path
+
+
 def train(cfg: TrainConfig, data: str, out: str | Path, max_steps: int | None = None, eval_data: str | None = None) -> dict:
     """Train (or resume) into `out`; stop after `max_steps` global steps if given. Under
     torchrun every process calls this; alone, it is a world of one."""
@@ -330,8 +396,11 @@ def load_trained(out: str | Path, data: str | None = None):
     cfg = TrainConfig.model_validate_json((out / "config.json").read_text())
     _, model, collate = build(cfg, data or "", out)
     ckpt = latest_checkpoint(out)
-    if ckpt is None:
+    if ckpt is not None:
+        load_model(ckpt, model)
+    elif (legacy := legacy_checkpoint(out)) is not None:  # the single-process trainer's: whole tensors already
+        model.load_state_dict(torch.load(legacy, map_location="cpu", weights_only=True, mmap=True)["model"])
+    else:
         raise FileNotFoundError(f"{out}: no checkpoint")
-    load_model(ckpt, model)
     model.eval()
     return model, collate, cfg
