@@ -72,6 +72,7 @@ bench: install
 	$(BIN)/python bench/shards.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/readers.py
+	$(BIN)/python bench/importers.py
 	$(BIN)/python bench/gpu_feed.py
 
 # Each model backend at its real size on this CPU (for information; docs/gpu.md).

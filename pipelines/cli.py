@@ -191,6 +191,7 @@ def build(
     max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit non-zero past this fraction of failed units.")] = 0.05,
     max_samples_per_shard: Annotated[int, typer.Option(min=1, help="Samples per shard at most.")] = 1000,
     episodes_per_partition: Annotated[int | None, typer.Option(min=1, help="Episodes (or imported records) per commit group, the unit of resume; default 16 episodes, 1024 records.")] = None,
+    dedupe: Annotated[bool, typer.Option("--dedupe/--no-dedupe", help="Imported datasets: drop duplicate records (benchmark data is kept out either way).")] = True,
     no_depth: Annotated[bool, typer.Option("--no-depth", help="Imported datasets: build without depth where the source ships none (GEM's loader needs depth).")] = False,
     num_cpus: Annotated[int | None, typer.Option(min=1, help="Logical CPUs of the embedded Ray.")] = None,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port.")] = None,
@@ -207,7 +208,7 @@ def build(
         common = dict(
             backends=backends, backend_params=settings, stage_backends=_parse_overrides(stage or []), ray_address=ray_address,
             max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus,
-            episodes_per_partition=episodes_per_partition, allow_missing_depth=no_depth, metrics_port=metrics_port,
+            episodes_per_partition=episodes_per_partition, allow_missing_depth=no_depth, dedupe=dedupe, metrics_port=metrics_port,
             mode="local" if local else "ray", progress=progress and sys.stderr.isatty(),
         )
         the_recipe = load_recipe(recipe)

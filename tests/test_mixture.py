@@ -74,3 +74,26 @@ def test_the_bundled_recipe_lists_the_whole_mixture():
             "vsi590k", "robovqa", "robo2vlm", "refspatial"} <= names
     total = sum(e.target for e in recipe.mixture)
     assert 3_500_000 <= total <= 4_500_000  # GEM-4M
+
+
+def test_the_cli_lists_importers_writes_their_samples_and_builds_a_mixture(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    res = CliRunner().invoke(app, ["sources"])
+    assert res.exit_code == 0 and "robopoint" in res.output and "apache-2.0" in res.output and "cc-by-4.0" in res.output
+    res = CliRunner().invoke(app, ["sample", "--format", "robopoint", "--episodes", "6", "--out", str(tmp_path / "rp")])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((tmp_path / "rp" / "expected.json").read_text())) == 6
+    doc = yaml.safe_load(open(load_recipe.__code__.co_filename.replace("__init__.py", "gem4m.yaml")))
+    doc["mixture"] = [{"source": "robopoint", "input": str(tmp_path / "rp"), "target": 5}]
+    (tmp_path / "mix.yaml").write_text(yaml.safe_dump(doc))
+    args = ["build", "--recipe", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "out"), "--local", "--no-progress", "--backends", "cpu"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "--no-depth" in res.output and not (tmp_path / "out" / "manifest.json").exists()
+    res = CliRunner().invoke(app, args + ["--no-depth"])
+    assert res.exit_code == 0, res.output
+    assert "robopoint: 5 samples (target 5; apache-2.0)" in " ".join(res.output.split())  # 6 records, one VQA
+    res = CliRunner().invoke(app, ["build", "--recipe", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "o2"), "--input", "x"])
+    assert res.exit_code == 2 and "pass --source too" in res.output

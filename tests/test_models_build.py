@@ -79,3 +79,18 @@ def _samples(out: Path):
             for m in tf.getmembers():
                 if m.name.endswith(".json"):
                     yield json.load(tf.extractfile(m))
+
+
+def test_an_imported_dataset_gets_depth_anything_3_for_every_image(backend_config, tmp_path):
+    from pipelines.synthetic.mixture import write_sample
+
+    write_sample("robopoint", tmp_path / "in", records=6)
+    out = tmp_path / "out"
+    result = run_build(BuildConfig(source="robopoint", input=str(tmp_path / "in"), output=str(out), backends="gpu",
+                                   backend_params=load_yaml(backend_config), progress=False))
+    report = json.loads((out / "report.json").read_text())
+    assert report["backends"] == {"depth": "depth_anything_3"}
+    assert report["backend_details"]["depth"]["version"] == VERSIONS["depth"]
+    res = validate(str(out))
+    assert res["problems"] == [] and res["without_depth"] == 0 and res["samples"] == result.manifest.samples == 5
+    assert all(d["kind"] == "model" for s in _samples(out) for d in s["depth"])
