@@ -5,28 +5,14 @@ generator's ground truth says, coordinates exactly; bad records are named and co
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from pipelines.importers import IMPORTERS, available, get_importer
-from pipelines.importers.base import EpisodeFailure
+from pipelines.importers import IMPORTERS, available
 from pipelines.synthetic.mixture import write_sample
+from tests.importkit import read_all
 
 WRITTEN = [n for n in IMPORTERS if available(n)]
-
-
-def read_all(name: str, root: Path, per_partition: int = 3, **options):
-    imp = get_importer(name, **options)
-    records, failures = {}, {}
-    for p in imp.partitions(str(root), per_partition):
-        for r in imp.read(p):
-            if isinstance(r, EpisodeFailure):
-                failures[r.episode_id] = r.error
-            else:
-                assert r.record_id not in records, f"record {r.record_id} read twice"
-                records[r.record_id] = r
-    return records, failures
 
 
 @pytest.fixture(scope="module", params=WRITTEN)

@@ -12,15 +12,7 @@ from pipelines.importers import get_importer
 from pipelines.importers.base import EpisodeFailure
 from pipelines.synthetic.codec import decode_png16
 from pipelines.synthetic.mixture import write_sample
-
-
-def _read(name, root, per_partition=3, **opt):
-    imp = get_importer(name, **opt)
-    recs, fails = {}, {}
-    for p in imp.partitions(str(root), per_partition):
-        for r in imp.read(p):
-            (fails.__setitem__(r.episode_id, r.error) if isinstance(r, EpisodeFailure) else recs.__setitem__(r.record_id, r))
-    return recs, fails
+from tests.importkit import read_all as _read
 
 
 @pytest.fixture(scope="module")

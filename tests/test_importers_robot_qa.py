@@ -11,21 +11,8 @@ import numpy as np
 import pytest
 
 from pipelines.importers import get_importer
-from pipelines.importers.base import EpisodeFailure
 from pipelines.synthetic.mixture import write_sample
-
-
-def read_all(name: str, root, per_partition: int = 3, **options):
-    imp = get_importer(name, **options)
-    records, failures = {}, {}
-    for p in imp.partitions(str(root), per_partition):
-        for r in imp.read(p):
-            if isinstance(r, EpisodeFailure):
-                failures[r.episode_id] = r.error
-            else:
-                records[r.record_id] = r
-    return records, failures
-
+from tests.importkit import read_all
 
 # --- Robo2VLM ------------------------------------------------------------------------------
 

@@ -10,22 +10,14 @@ import numpy as np
 import pytest
 
 from pipelines.importers import get_importer, marks
-from pipelines.importers.base import EpisodeFailure
 from pipelines.importers.videoqa import scene_of, task_for
 from pipelines.synthetic.codec import decode_depth_mm, decode_image, encode_png
 from pipelines.synthetic.mixture import write_sample
+from tests.importkit import read_all as _read_all
 
 
 def read(name, root, per_partition=1000, **opt):
-    imp = get_importer(name, **opt)
-    recs, fails = {}, {}
-    for p in imp.partitions(str(root), per_partition):
-        for r in imp.read(p):
-            if isinstance(r, EpisodeFailure):
-                fails[r.episode_id] = r.error
-            else:
-                recs[r.record_id] = r
-    return recs, fails
+    return _read_all(name, root, per_partition, **opt)
 
 
 # --- MindCube --------------------------------------------------------------------------

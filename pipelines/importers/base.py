@@ -77,6 +77,8 @@ def guarded(items, limit: int | None, build: Callable, file: str) -> Iterator[Re
         n += 1
         rid = item[0]
         try:
+            if isinstance(item[1], SourceError):  # the reader's own error, in place of the record
+                raise item[1]
             out = build(item)
             yield from (out if isinstance(out, list) else [out])
         except SourceError as e:
@@ -90,6 +92,14 @@ def guarded(items, limit: int | None, build: Callable, file: str) -> Iterator[Re
             fld = str(e.args[0]) if isinstance(e, KeyError) and e.args else type(e).__name__
             yield EpisodeFailure(rid, SourceError(f"unreadable record: {type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})",
                                                   file=file, episode=rid, field=fld))
+
+
+def as_object(doc) -> dict:
+    """A record that must be a JSON object (a SourceError naming the field otherwise; `guarded`
+    adds the file and record)."""
+    if not isinstance(doc, dict):
+        raise SourceError(f"record is {type(doc).__name__}, not an object", field="record")
+    return doc
 
 
 def llava_turns(conversations, file: str, rid: str) -> list[tuple[str, str]]:
@@ -114,4 +124,4 @@ def llava_turns(conversations, file: str, rid: str) -> list[tuple[str, str]]:
     return turns
 
 
-__all__ = ["EpisodeFailure", "Importer", "Partition", "Record", "SourceError", "guarded", "llava_turns", "record_key"]
+__all__ = ["as_object", "EpisodeFailure", "Importer", "Partition", "Record", "SourceError", "guarded", "llava_turns", "record_key"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pipelines.importers.base import Partition, SourceError
+from pipelines.importers.base import Partition
 from pipelines.importers.jsonstream import iter_jsonl
 from shards import store
 
@@ -43,10 +43,3 @@ def records(partition: Partition) -> Iterator[tuple[str, object]]:
         rid = doc.get("id") if isinstance(doc, dict) else None
         yield (str(rid) if rid not in (None, "") else f"{fname}#{at}", doc)
 
-
-def check(doc, file: str, rid: str) -> dict:
-    if isinstance(doc, SourceError):
-        raise doc
-    if not isinstance(doc, dict):
-        raise SourceError(f"record is {type(doc).__name__}, not an object", file=file, episode=rid, field="record")
-    return doc

@@ -142,3 +142,36 @@ def iter_nested(uri: str, prefix: str) -> Iterator[object]:
             raise SourceError(f"malformed JSON while reading {prefix}: {e}", file=uri, field=prefix) from None
     finally:
         fh.close()
+
+
+def list_partitions(name: str, files, per_partition: int | None) -> list:
+    """Read tasks over JSON-list files, `per_partition` elements each. `files`: (uri,
+    options) pairs; a partition's options are its byte offset, the index of its first
+    element in the file, then the file's own options."""
+    from pipelines.sources.base import Partition
+
+    parts = []
+    for uri, options in files:
+        first = 0
+        for offset, count in index_list(uri, per_partition or 1024):
+            parts.append(Partition(name, len(parts), uri, count, (("offset", offset), ("first", first), *options.items())))
+            first += count
+    return parts
+
+
+def list_elements(partition, record_id, label: str) -> Iterator[tuple[str, object]]:
+    """(record id, element) of a `list_partitions` partition; `record_id(doc, n)` names an
+    element from itself or its index `n` in the file. Where the rest of the slice cannot be
+    parsed, one last item (`{label}@byte N`, the SourceError) says where."""
+    opt = dict(partition.options)
+    try:
+        for k, (_, doc) in enumerate(iter_list(partition.uri, opt["offset"], partition.episodes)):
+            yield record_id(doc, opt["first"] + k), doc
+    except SourceError as e:
+        yield f"{label}@{e.field}", e
+
+
+def own_id(doc) -> str | None:
+    """A record's own `id`, where it has a non-empty one."""
+    rid = doc.get("id") if isinstance(doc, dict) else None
+    return None if rid in (None, "") else str(rid)

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator
 
 from pipelines.importers import jsonlparts
-from pipelines.importers.base import Partition, Record, SourceError, guarded
+from pipelines.importers.base import Partition, Record, SourceError, as_object, guarded
 from pipelines.importers.jsonstream import iter_jsonl
 from pipelines.importers.media import MediaRoot
 from shards import store
@@ -104,7 +104,7 @@ class MindCubeImporter:
 
     def _record(self, item, media: MediaRoot, file: str, exclude: frozenset[str]) -> Record:
         rid, doc = item
-        doc = jsonlparts.check(doc, file, rid)
+        doc = as_object(doc)
         if rid in exclude:
             raise SourceError("in MindCube_tinybench (kept out: exclude_tinybench)", file=file, episode=rid, field="id",
                               category="not_selected")

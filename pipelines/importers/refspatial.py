@@ -33,8 +33,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipelines.importers import coords
-from pipelines.importers.base import Partition, Record, SourceError, guarded, llava_turns
-from pipelines.importers.jsonstream import index_list, iter_list
+from pipelines.importers.base import Partition, Record, SourceError, as_object, guarded, llava_turns
+from pipelines.importers.jsonstream import list_elements, list_partitions, own_id
 from pipelines.importers.media import MediaRoot
 from shards import store
 
@@ -124,42 +124,28 @@ class RefSpatialImporter:
         return out
 
     def partitions(self, uri: str, per_partition: int | None = None) -> list[Partition]:
-        parts = []
+        files = []
         for f, subset, stem in self._files(uri):
             if (subset, stem) not in ROOTS:
                 raise SourceError(f"{subset}/{stem}.json is not a RefSpatial file this importer knows ({sorted(ROOTS)})", file=f,
                                   field="file")
             root = self.root or (f.rsplit("/", 2)[0] if f.count("/") >= 2 else ".")
             image_root, depth_root = (store.join(root, r) for r in ROOTS[(subset, stem)])
-            first = 0
-            for offset, count in index_list(f, per_partition or 1024):
-                parts.append(Partition(NAME, len(parts), f, count, (("offset", offset), ("first", first), ("subset", subset),
-                                                                     ("stem", stem), ("images", image_root), ("depth", depth_root))))
-                first += count
-        return parts
+            files.append((f, {"subset": subset, "stem": stem, "images": image_root, "depth": depth_root}))
+        return list_partitions(NAME, files, per_partition)
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
         opt = dict(partition.options)
         file = partition.uri
         prefix = f"{opt['subset']}/{opt['stem']}"
 
-        def items():
-            try:
-                for k, (_, doc) in enumerate(iter_list(file, opt["offset"], partition.episodes)):
-                    rid = doc.get("id") if isinstance(doc, dict) else None
-                    # ids repeat across the files (one frame, several question families): the file names the record
-                    yield (f"{prefix}/{rid}" if rid not in (None, "") else f"{prefix}#{opt['first'] + k}", doc)
-            except SourceError as e:
-                yield (f"{prefix}@{e.field}", e)
-
-        return guarded(items(), limit, lambda item: self._record(item, opt, file), file)
+        # ids repeat across the files (one frame, several question families): the file names the record
+        items = list_elements(partition, lambda doc, n: f"{prefix}/{own_id(doc)}" if own_id(doc) else f"{prefix}#{n}", prefix)
+        return guarded(items, limit, lambda item: self._record(item, opt, file), file)
 
     def _record(self, item, opt: dict, file: str) -> Record:
         rid, doc = item
-        if isinstance(doc, SourceError):
-            raise doc
-        if not isinstance(doc, dict):
-            raise SourceError(f"record is {type(doc).__name__}, not an object", file=file, episode=rid, field="record")
+        doc = as_object(doc)
         images = _paths(doc.get("image"), "image")
         turns = llava_turns(doc.get("conversations"), file, rid)
         out_turns, points, choice = [], [], False

@@ -163,8 +163,6 @@ class Robo2VLMImporter:
 
     def _record(self, item, file: str) -> Record:
         rid, doc = item
-        if isinstance(doc, SourceError):
-            raise doc
         question = doc["question"]
         if not isinstance(question, str) or not question.strip():
             raise SourceError("no question text", file=file, episode=rid, field="question")

@@ -24,8 +24,8 @@ import re
 from collections.abc import Iterator
 
 from pipelines.importers import coords
-from pipelines.importers.base import Partition, Record, SourceError, guarded, llava_turns
-from pipelines.importers.jsonstream import index_list, iter_list
+from pipelines.importers.base import Partition, Record, SourceError, as_object, guarded, llava_turns
+from pipelines.importers.jsonstream import list_elements, list_partitions, own_id
 from pipelines.importers.media import MediaRoot, size_of
 from shards import store
 
@@ -54,18 +54,11 @@ class RoboAffordImporter:
         return files
 
     def partitions(self, uri: str, per_partition: int | None = None) -> list[Partition]:
-        parts, index = [], 0
+        files = []
         for f in self._files(uri):
-            root = f.rsplit("/", 1)[0] if "/" in f else "."
-            media = self.media or store.join(root, "images")
-            coco = self.coco or store.join(media, "coco")
-            first = 0
-            for offset, count in index_list(f, per_partition or 1024):
-                parts.append(Partition(NAME, index, f, count,
-                                       (("offset", offset), ("first", first), ("media", media), ("coco", coco))))
-                index += 1
-                first += count
-        return parts
+            media = self.media or store.join(f.rsplit("/", 1)[0] if "/" in f else ".", "images")
+            files.append((f, {"media": media, "coco": self.coco or store.join(media, "coco")}))
+        return list_partitions(NAME, files, per_partition)
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
         opt = dict(partition.options)
@@ -74,22 +67,12 @@ class RoboAffordImporter:
         stem = file.rsplit("/", 1)[-1]
         grounding = stem.startswith("object_ref")
 
-        def items():
-            try:
-                for k, (_, doc) in enumerate(iter_list(file, opt["offset"], partition.episodes)):
-                    rid = doc.get("id") if isinstance(doc, dict) else None
-                    yield (str(rid) if rid not in (None, "") else f"{stem}#{opt['first'] + k}", doc)
-            except SourceError as e:
-                yield (f"{stem}@{e.field}", e)
-
-        return guarded(items(), limit, lambda item: self._record(item, media, coco, file, grounding), file)
+        items = list_elements(partition, lambda doc, n: own_id(doc) or f"{stem}#{n}", stem)
+        return guarded(items, limit, lambda item: self._record(item, media, coco, file, grounding), file)
 
     def _record(self, item, media: MediaRoot, coco: MediaRoot, file: str, grounding: bool) -> Record:
         rid, doc = item
-        if isinstance(doc, SourceError):
-            raise doc
-        if not isinstance(doc, dict):
-            raise SourceError(f"record is {type(doc).__name__}, not an object", field="record")
+        doc = as_object(doc)
         turns = llava_turns(doc.get("conversations"), file, rid)
         rel = doc.get("image")
         if not isinstance(rel, str) or not rel:

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterator
 
 from pipelines.importers import coords
-from pipelines.importers.base import Partition, Record, SourceError, guarded, llava_turns
-from pipelines.importers.jsonstream import index_list, iter_list
+from pipelines.importers.base import Partition, Record, SourceError, as_object, guarded, llava_turns
+from pipelines.importers.jsonstream import list_elements, list_partitions, own_id
 from pipelines.importers.media import MediaRoot
 from shards import store
 
@@ -41,38 +41,18 @@ class RoboPointImporter:
         return files
 
     def partitions(self, uri: str, per_partition: int | None = None) -> list[Partition]:
-        parts, index = [], 0
-        for f in self._files(uri):
-            root = f.rsplit("/", 1)[0] if "/" in f else "."
-            media = self.media or store.join(root, "images")
-            first = 0
-            for offset, count in index_list(f, per_partition or 1024):
-                parts.append(Partition(NAME, index, f, count, (("offset", offset), ("first", first), ("media", media))))
-                index += 1
-                first += count
-        return parts
+        files = [(f, {"media": self.media or store.join(f.rsplit("/", 1)[0] if "/" in f else ".", "images")}) for f in self._files(uri)]
+        return list_partitions(NAME, files, per_partition)
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
-        opt = dict(partition.options)
-        media = MediaRoot(opt["media"])
-        file = partition.uri
-
-        def items():
-            try:
-                for k, (_, doc) in enumerate(iter_list(file, opt["offset"], partition.episodes)):
-                    rid = doc.get("id") if isinstance(doc, dict) else None
-                    yield (str(rid) if rid else f"{file.rsplit('/', 1)[-1]}#{opt['first'] + k}", doc)
-            except SourceError as e:  # the rest of this slice cannot be parsed: one failure names where
-                yield (f"{file.rsplit('/', 1)[-1]}@{e.field}", e)
-
-        return guarded(items(), limit, lambda item: self._record(item, media, file), file)
+        media, file = MediaRoot(dict(partition.options)["media"]), partition.uri
+        name = file.rsplit("/", 1)[-1]
+        items = list_elements(partition, lambda doc, n: own_id(doc) or f"{name}#{n}", name)
+        return guarded(items, limit, lambda item: self._record(item, media, file), file)
 
     def _record(self, item, media: MediaRoot, file: str) -> Record:
         rid, doc = item
-        if isinstance(doc, SourceError):
-            raise doc
-        if not isinstance(doc, dict):
-            raise SourceError(f"record is {type(doc).__name__}, not an object", file=file, episode=rid, field="record")
+        doc = as_object(doc)
         turns = llava_turns(doc.get("conversations"), file, rid)
         if len(turns) != 2:
             raise SourceError(f"{len(turns)} turns; RoboPoint records are one question and one answer", file=file, episode=rid,

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipelines.importers import coords
-from pipelines.importers.base import Partition, Record, SourceError, guarded
-from pipelines.importers.jsonstream import index_list, iter_list
+from pipelines.importers.base import Partition, Record, SourceError, as_object, guarded
+from pipelines.importers.jsonstream import list_elements, list_partitions
 from pipelines.importers.media import MediaRoot, size_of
 from shards import store
 
@@ -63,37 +63,22 @@ class RoboRefItImporter:
         return f.rsplit("/", 1)[0] if "/" in f else "."
 
     def partitions(self, uri: str, per_partition: int | None = None) -> list[Partition]:
-        parts, index = [], 0
+        files = []
         for f in self._files(uri):
             split = _SPLIT_FILE.search(f).group(1) if _SPLIT_FILE.search(f) else f.rsplit("/", 1)[-1].removesuffix(".json")
-            media = self.media or self._media_for(f)
-            first = 0
-            for offset, count in index_list(f, per_partition or 1024):
-                parts.append(Partition(NAME, index, f, count,
-                                       (("offset", offset), ("first", first), ("media", media), ("split", split))))
-                index += 1
-                first += count
-        return parts
+            files.append((f, {"media": self.media or self._media_for(f), "split": split}))
+        return list_partitions(NAME, files, per_partition)
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
         opt = dict(partition.options)
         media, file, split = MediaRoot(opt["media"]), partition.uri, opt["split"]
 
-        def items():
-            try:
-                for k, (_, doc) in enumerate(iter_list(file, opt["offset"], partition.episodes)):
-                    yield (f"{split}#{opt['first'] + k}", doc)
-            except SourceError as e:
-                yield (f"{split}@{e.field}", e)
-
-        return guarded(items(), limit, lambda item: self._record(item, media, file, split), file)
+        items = list_elements(partition, lambda doc, n: f"{split}#{n}", split)  # records carry no id of their own
+        return guarded(items, limit, lambda item: self._record(item, media, file, split), file)
 
     def _record(self, item, media: MediaRoot, file: str, split: str) -> Record:
         rid, doc = item
-        if isinstance(doc, SourceError):
-            raise doc
-        if not isinstance(doc, dict):
-            raise SourceError(f"record is {type(doc).__name__}, not an object", field="record")
+        doc = as_object(doc)
         text = doc.get("text")
         if not isinstance(text, str) or not text.strip():
             raise SourceError("no referring expression", field="text")

@@ -32,8 +32,8 @@ import re
 from collections.abc import Iterator
 
 from pipelines.importers import coords
-from pipelines.importers.base import Partition, Record, SourceError, guarded, llava_turns
-from pipelines.importers.jsonstream import index_list, iter_list
+from pipelines.importers.base import Partition, Record, SourceError, as_object, guarded, llava_turns
+from pipelines.importers.jsonstream import index_list, iter_list, list_elements, own_id
 from pipelines.importers.media import MediaRoot, checked_image, frame_policy, size_of
 from shards import store
 
@@ -106,34 +106,25 @@ class ShareRobotImporter:
         stem = file.rsplit("/", 1)[-1].removesuffix(".json")
         strip = {}  # how many leading components of an absolute path to drop: found once, reused
 
-        def items():
-            try:
-                for k, (_, doc) in enumerate(iter_list(file, opt["offset"], partition.episodes)):
-                    n = opt["first"] + k
-                    own = doc.get("id") if isinstance(doc, dict) else None
-                    if kind == "planning":
-                        rid = f"{own}#{stem}:{n}" if own not in (None, "") else f"{stem}:{n}"
-                    else:
-                        rid = str(own) if own not in (None, "") else f"{stem}:{n}"
-                    yield (rid, doc)
-            except SourceError as e:
-                yield (f"{stem}@{e.field}", e)
+        def record_id(doc, n: int) -> str:
+            own = own_id(doc)
+            if kind == "planning":  # one episode id per question about it: the file and index name the record
+                return f"{own}#{stem}:{n}" if own else f"{stem}:{n}"
+            return own or f"{stem}:{n}"
+
+        def unreadable(item):
+            raise SourceError("not a JSON list", field="record")
 
         build = {"planning": lambda it: self._planning(it, media, file, strip),
                  "affordance": lambda it: self._affordance(it, media, file),
-                 "trajectory": lambda it: self._trajectory(it, media, file)}.get(kind)
-        if build is None:
-            build = lambda it: (_ for _ in ()).throw(SourceError("not a JSON list", field="record"))  # noqa: E731
-        return guarded(items(), limit, build, file)
+                 "trajectory": lambda it: self._trajectory(it, media, file)}.get(kind, unreadable)
+        return guarded(list_elements(partition, record_id, stem), limit, build, file)
 
     # --- planning ------------------------------------------------------------------------
 
     def _planning(self, item, media: MediaRoot, file: str, strip: dict) -> Record:
         rid, doc = item
-        if isinstance(doc, SourceError):
-            raise doc
-        if not isinstance(doc, dict):
-            raise SourceError(f"record is {type(doc).__name__}, not an object", field="record")
+        doc = as_object(doc)
         turns = llava_turns(doc.get("conversations"), file, rid)
         paths = doc.get("image")
         if isinstance(paths, str):
@@ -222,10 +213,7 @@ class ShareRobotImporter:
 
     def _affordance(self, item, media: MediaRoot, file: str) -> Record:
         rid, doc = item
-        if isinstance(doc, SourceError):
-            raise doc
-        if not isinstance(doc, dict):
-            raise SourceError(f"record is {type(doc).__name__}, not an object", field="record")
+        doc = as_object(doc)
         instruction = self._instruction(doc)
         a = doc.get("affordance")
         if not isinstance(a, dict):
@@ -243,10 +231,7 @@ class ShareRobotImporter:
 
     def _trajectory(self, item, media: MediaRoot, file: str) -> Record:
         rid, doc = item
-        if isinstance(doc, SourceError):
-            raise doc
-        if not isinstance(doc, dict):
-            raise SourceError(f"record is {type(doc).__name__}, not an object", field="record")
+        doc = as_object(doc)
         instruction = self._instruction(doc)
         pts = doc.get("points")
         if not isinstance(pts, list) or len(pts) < 2:

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipelines.importers import jsonlparts, marks
-from pipelines.importers.base import Partition, Record, SourceError, guarded, llava_turns
+from pipelines.importers.base import Partition, Record, SourceError, as_object, guarded, llava_turns
 from pipelines.importers.media import MediaRoot, checked_image, size_of
 from pipelines.synthetic.codec import decode_png16, encode_png
 from shards import store
@@ -94,7 +94,7 @@ class SparImporter:
 
     def _record(self, item, media: MediaRoot, file: str, opt: dict) -> Record:
         rid, doc = item
-        doc = jsonlparts.check(doc, file, rid)
+        doc = as_object(doc)
         try:
             return self._build(rid, doc, media, file, opt)
         except SourceError as e:

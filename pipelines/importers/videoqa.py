@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterator
 
 from pipelines.importers import jsonlparts
-from pipelines.importers.base import Partition, Record, SourceError, guarded, llava_turns
-from pipelines.importers.jsonstream import index_list, iter_list
+from pipelines.importers.base import Partition, Record, SourceError, as_object, guarded, llava_turns
+from pipelines.importers.jsonstream import list_elements, list_partitions, own_id
 from pipelines.importers.media import MediaRoot, video_frames
 from shards import store
 
@@ -102,10 +102,8 @@ class VideoQAImporter:
             if f.endswith(".jsonl"):
                 parts += jsonlparts.partitions(self.name, [(f, extra)], per_partition, start_index=len(parts))
             else:
-                first = 0
-                for offset, count in index_list(f, per_partition or 1024):
-                    parts.append(Partition(self.name, len(parts), f, count, (("offset", offset), ("first", first), *extra)))
-                    first += count
+                for p in list_partitions(self.name, [(f, dict(extra))], per_partition):
+                    parts.append(Partition(p.source, len(parts), p.uri, p.episodes, p.options))
         return parts
 
     def _items(self, partition: Partition) -> Iterator[tuple[str, object]]:
@@ -114,12 +112,7 @@ class VideoQAImporter:
             yield from jsonlparts.records(partition)
             return
         fname = partition.uri.rsplit("/", 1)[-1]
-        try:
-            for k, (_, doc) in enumerate(iter_list(partition.uri, opt["offset"], partition.episodes)):
-                rid = doc.get("id") if isinstance(doc, dict) else None
-                yield (str(rid) if rid not in (None, "") else f"{fname}#{opt['first'] + k}", doc)
-        except SourceError as e:
-            yield (f"{fname}@{e.field}", e)
+        yield from list_elements(partition, lambda doc, n: own_id(doc) or f"{fname}#{n}", fname)
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
         media = MediaRoot(dict(partition.options)["media"])
@@ -129,7 +122,7 @@ class VideoQAImporter:
         from pipelines.units import seed_for
 
         rid, doc = item
-        doc = jsonlparts.check(doc, file, rid)
+        doc = as_object(doc)
         turns = llava_turns(doc.get("conversations"), file, rid)
         video, image = doc.get("video"), doc.get("image")
         params: dict = {}
