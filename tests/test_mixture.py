@@ -97,3 +97,21 @@ def test_the_cli_lists_importers_writes_their_samples_and_builds_a_mixture(tmp_p
     assert "robopoint: 5 samples (target 5; apache-2.0)" in " ".join(res.output.split())  # 6 records, one VQA
     res = CliRunner().invoke(app, ["build", "--recipe", str(tmp_path / "mix.yaml"), "--output", str(tmp_path / "o2"), "--input", "x"])
     assert res.exit_code == 2 and "pass --source too" in res.output
+
+
+@pytest.mark.slow
+def test_a_mixture_reads_from_s3_and_writes_to_s3_on_ray(tmp_path, bucket, ray_runtime):
+    from tests.conftest import upload_tree
+
+    for name in ("robopoint", "mindcube", "robo2vlm"):
+        write_sample(name, tmp_path / name, seed=2, records=8)
+    entries = [{"source": n, "input": upload_tree(tmp_path / n, bucket, f"in/{n}"), "target": 6} for n in ("robopoint", "mindcube", "robo2vlm")]
+    recipe = _recipe(tmp_path, entries)
+    out = f"s3://{bucket}/mix"
+    res = run_mixture(recipe, out, **dict(COMMON, mode="ray"))
+    local = run_mixture(recipe, str(tmp_path / "local"), **COMMON)
+    assert res.manifest.samples == local.manifest.samples > 0
+    # the same shards whether read from S3 on Ray or from disk in one process
+    assert [s.sha256 for s in res.manifest.shards] == [s.sha256 for s in local.manifest.shards]
+    v = validate(out)
+    assert v["problems"] == [] and v["samples"] == res.manifest.samples
