@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 LEDGER = "_ledger"
 # Outcomes that are filters, not failures: the object is not in view, the text names
 # none. They are recorded in errors.parquet but do not count toward --max-error-rate.
-FILTERED = frozenset({"no_detection", "no_object", "not_selected", "duplicate", "benchmark"})
+FILTERED = frozenset({"no_detection", "no_object", "not_selected", "duplicate", "benchmark",
+                      # a frame that cannot give metric spatial questions (pipelines/qa/spatial.py)
+                      "not_metric", "no_intrinsics", "few_objects"})
 RECORDS_PER_PARTITION = 1024  # an imported dataset's commit group: records are small
 
 
@@ -171,7 +173,7 @@ def plan_drops(fps: list, dedupe: bool = True, caps: dict[str, int] | None = Non
     by_key = {f.key: f for f in fps}
     plans: dict[str, tuple[dict, dict]] = {}
     for f in fps:
-        plans.setdefault(f.source, ({}, {"fingerprinted": 0, "duplicates": 0, "benchmarks": {}}))[1]["fingerprinted"] += 1
+        plans.setdefault(f.source, _no_drops())[1]["fingerprinted"] += 1
     capped: dict[str, Drop] = {}
     for source, cap in (caps or {}).items():
         left = sorted((seed_for(seed, f.key), f.key) for f in fps if f.source == source and f.key not in excluded and f.key not in dupes)
@@ -191,6 +193,10 @@ def plan_drops(fps: list, dedupe: bool = True, caps: dict[str, int] | None = Non
         log.info("dedupe %s: %d records fingerprinted, %d duplicates, benchmark exclusions %s", source, counts["fingerprinted"],
                  counts["duplicates"], counts["benchmarks"] or "none")
     return plans
+
+
+def _no_drops() -> tuple[dict, dict]:
+    return {}, {"fingerprinted": 0, "duplicates": 0, "benchmarks": {}}
 
 
 def source_reader(source: str, reader_options: dict):
@@ -376,8 +382,8 @@ def _run_build(cfg: BuildConfig, plan: tuple[dict, dict] | None = None) -> Build
                 fps = fingerprints(cfg.source, reader_options, groups, runtime if cfg.mode == "ray" else None, pipeline.min_cpus())
             except ClusterTooSmall as e:
                 raise BuildError(f"cannot start: {e}") from e
-            caps = {cfg.source: cfg.cap} if cfg.cap else {}
-            plan = plan_drops(fps, cfg.dedupe, caps, cfg.recipe.seed).get(cfg.source, ({}, {"fingerprinted": 0, "duplicates": 0, "benchmarks": {}}))
+            record_caps = {cfg.source: cfg.cap} if cfg.cap else {}
+            plan = plan_drops(fps, cfg.dedupe, record_caps, cfg.recipe.seed).get(cfg.source) or _no_drops()
         unit_reader.drops, dedupe = plan
     committer = GroupCommitter(out, cfg, chash)
     log.info("building %s from %s into %s (%d groups, %d already committed)", cfg.source, input_uri, out, len(groups), len(ledger))
@@ -519,7 +525,7 @@ def _quality(entries: list[dict]) -> dict | None:
     plan = [x["object_correct"] for x in q if x["kind"] == "planning" and "object_correct" in x]
     pts = [x["points_in_mask"] for x in q if "points_in_mask" in x]
     errs = [v for x in q for v in x.get("trajectory_errors_px", [])]
-    return {
+    out = {
         "object_accuracy": round(float(np.mean(plan)), 4) if plan else None,
         "points_in_mask": round(sum(a for a, _ in pts) / max(1, sum(b for _, b in pts)), 4) if pts else None,
         "trajectory_median_error": round(float(np.median(errs)), 3) if errs else None,
@@ -527,6 +533,31 @@ def _quality(entries: list[dict]) -> dict | None:
         "points_measured": sum(b for _, b in pts),
         "trajectory_points_measured": len(errs),
     }
+    if any(k.startswith("spatial_") for x in q for k in x):  # metric spatial QA against ground truth
+        # per unit, by question: {"closer": [true, ...]} and {"camdist": [0.012, ...]}
+        correct: dict[str, list] = {}
+        rel: dict[str, list] = {}
+        for x in q:
+            for name, v in x.get("spatial_correct", {}).items():
+                correct.setdefault(name, []).extend(v)
+            for name, v in x.get("spatial_rel_errors", {}).items():
+                rel.setdefault(name, []).extend(v)
+        all_c, all_r = [v for vs in correct.values() for v in vs], [v for vs in rel.values() for v in vs]
+        out["spatial_answer_accuracy"] = round(float(np.mean(all_c)), 4) if all_c else None
+        out["spatial_relative_error"] = round(float(np.median(all_r)), 4) if all_r else None  # median |answer - truth| / truth
+        out["spatial_choice_measured"], out["spatial_numeric_measured"] = len(all_c), len(all_r)
+        out["spatial_by_question"] = {
+            **{k: {"accuracy": round(float(np.mean(v)), 4), "measured": len(v)} for k, v in sorted(correct.items()) if v},
+            **{k: {"median_relative_error": round(float(np.median(v)), 4), "max_relative_error": round(float(np.max(v)), 4),
+                   "measured": len(v)} for k, v in sorted(rel.items()) if v},
+        }
+        for key in ("spatial_ambiguous", "spatial_skipped"):  # questions not asked, by reason
+            counts: dict[str, int] = {}
+            for x in q:
+                for k, n in x.get(key, {}).items():
+                    counts[k] = counts.get(k, 0) + n
+            out[key] = dict(sorted(counts.items()))
+    return out
 
 
 def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStats, stages, t0, dedupe=None) -> BuildResult:
