@@ -10,7 +10,7 @@ from pathlib import Path
 from pipelines.synthetic.generate import generate
 
 SAMPLE_EPISODES = 8
-GENERATOR_VERSION = "5"  # bump when the generated files change: the cache key
+GENERATOR_VERSION = "6"  # bump when the generated files change: the cache key
 INPUT_DIRS = {"droid": "droid/1.0.1", "lerobot": "lerobot", "agibot": "agibot", "robomind": "robomind"}
 
 

@@ -12,6 +12,7 @@ from pipelines.backends import rle
 from pipelines.backends.lk import trajectory_from_tracks
 from pipelines.backends.protocols import SegmentRequest
 from pipelines.qa.builder import SampleBuilder
+from pipelines.qa.spatial import SpatialFiltered
 from pipelines.synthetic.codec import decode_image, decode_png16, depth_to_png_mm
 from pipelines.units import seed_for
 from schemas import Recipe
@@ -71,22 +72,52 @@ class MasksStage(_BackendStage):
         self.min_score = min_score
 
     def __call__(self, items: list[dict]) -> list[dict]:
-        reqs = []
-        for it in items:
+        reqs, owners = [], []
+        for n, it in enumerate(items):
             sensor = decode_png16(it["sensor_mask"]) if it.get("sensor_mask") is not None else None
-            reqs.append(SegmentRequest(_decode(it, 0), it["object"], sensor, it.get("instance_names")))
+            image = _decode(it, 0)
+            for phrase in _phrases(it):
+                reqs.append(SegmentRequest(image, phrase, sensor, it.get("instance_names")))
+                owners.append(n)
         results = self.backend.segment(reqs)
-        out = []
-        for it, dets in zip(items, results, strict=True):
+        found: list[list] = [[] for _ in items]
+        for n, req, dets in zip(owners, reqs, results, strict=True):
             dets = [d for d in dets if d.score >= self.min_score]
-            if not dets:
+            found[n].append((req.phrase, max(dets, key=lambda d: (d.score, rle.area(d.rle))) if dets else None))
+        out = []
+        for it, hits in zip(items, found, strict=True):
+            if it.get("kind") == "spatial":
+                # every object of the frame that was found; the builder measures those it trusts
+                masks = [{"phrase": p, "rle": d.rle, "score": d.score, "box_px": list(d.box)} for p, d in hits if d is not None]
+                if len(masks) < 2:
+                    out.append(reject(it, "few_objects", f"{len(masks)} of {len(hits)} objects masked in frame "
+                                      f"{it['frame_indices'][0]}; spatial questions need two"))
+                    continue
+                it["spatial_masks"] = masks
+                self._stamp(it)
+                out.append(it)
+                continue
+            best = hits[0][1]
+            if best is None:
                 out.append(reject(it, "no_detection", f"no mask for {it['object']!r} in frame {it['frame_indices'][0]}"))
                 continue
-            best = max(dets, key=lambda d: (d.score, rle.area(d.rle)))
             it["mask_rle"], it["mask_score"], it["box_px"] = best.rle, best.score, list(best.box)
             self._stamp(it)
             out.append(it)
         return out
+
+
+def _phrases(item: dict) -> list[str]:
+    """What to segment in a unit's first frame: its object; for a spatial unit every named
+    instance of the source's masks (a simulator's), else the object and the target phrases."""
+    if item.get("kind") != "spatial":
+        return [item["object"]]
+    names = item.get("instance_names")
+    if names and item.get("sensor_mask") is not None:
+        cand = [names[k] for k in sorted(names)]
+    else:
+        cand = [item["object"], item.get("target")]
+    return list(dict.fromkeys(p for p in cand if p))
 
 
 class TracksStage(_BackendStage):
@@ -200,6 +231,9 @@ class SamplesStage(Stage):
         for it in items:
             try:
                 samples, quality = self.builder.build(it)
+            except SpatialFiltered as e:  # depth not metric, no intrinsics, too few objects measured
+                out.append(reject(it, e.category, str(e)))
+                continue
             except ValueError as e:  # pydantic ValidationError is a ValueError
                 out.append(reject(it, "invalid_output", f"{it['_id']}: {e}"))
                 continue

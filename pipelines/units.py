@@ -74,6 +74,8 @@ def episode_units(ep: Episode, recipe: Recipe, truth: dict | None = None) -> lis
         "focal_px": ep.focal_px.get(cam),
         "instance_names": ep.masks[cam].names if cam in ep.masks else None,
     }
+    if recipe.spatial.enabled:  # metric questions need the camera's intrinsics, where the source gives them
+        base["intrinsics"] = intrinsics_of(ep, cam, w, h)
     units: list[dict] = []
 
     def attach(unit: dict, frames: list[int], depth_frames: list[int], mask_frame: int | None) -> dict:
@@ -108,7 +110,56 @@ def episode_units(ep: Episode, recipe: Recipe, truth: dict | None = None) -> lis
                 unit["truth"] = _truth_for(truth, frames, seg.text)
             # depth of the first and last frames: the images the planning questions show
             units.append(attach(unit, frames, [seg.start, seg.end], seg.start))
+
+    sp = recipe.spatial
+    if sp.enabled and sp.frames_per_episode and set(sp.questions) - {"moved_distance"}:
+        # one unit per sampled frame: the objects masked in it are measured in 3D (pipelines/qa/spatial.py)
+        picks = sample_frames(ep.frames, sp.frames_per_episode, sp.min_gap, seed_for(recipe.seed, ep.source, ep.episode_id, "spatial"))
+        for f in picks:
+            seg = active_segment(ep.subtasks, f)
+            text = ep.subtasks[seg].text if seg is not None else ep.instruction
+            unit = dict(base, kind="spatial", text=text, subtask_index=seg)
+            unit["_id"] = safe_id(ep.source, ep.episode_id, f"s{f:05d}", rhash)
+            if truth is not None:
+                unit["truth"] = _spatial_truth(truth, f)
+            units.append(attach(unit, [f], [f], f))
     return units
+
+
+def intrinsics_of(ep: Episode, cam: str, w: int, h: int) -> dict | None:
+    """{fx, fy, cx, cy} of a camera in pixels of its frames: the source's, or its focal length
+    with the principal point at the image centre; None where the source gives neither."""
+    k = (ep.metadata.get("intrinsics") or {}).get(cam) if isinstance(ep.metadata, dict) else None
+    if isinstance(k, dict) and all(isinstance(k.get(n), (int, float)) for n in ("fx", "fy", "ppx", "ppy")):
+        return {"fx": float(k["fx"]), "fy": float(k["fy"]), "cx": float(k["ppx"]), "cy": float(k["ppy"]), "basis": "source"}
+    f = ep.focal_px.get(cam)
+    if f:
+        return {"fx": float(f), "fy": float(f), "cx": w / 2.0, "cy": h / 2.0, "basis": "source-focal"}
+    return None
+
+
+def _spatial_truth(truth: dict, frame: int) -> dict:
+    """Each object's true top-face centre in the primary camera's frame at `frame`, and its
+    true left-to-right extent as that camera sees it (quality metrics only)."""
+    cam = truth.get("cameras", {}).get(truth.get("primary_camera", ""))
+    if not cam:
+        return {}
+    pos, rot = np.asarray(cam["position"], float), np.asarray(cam["rotation"], float)
+    right = rot[0]
+    objects = {}
+    for o in truth.get("objects", []):
+        path = truth.get("object_paths_m", {}).get(o["name"])
+        if path is None or "radius_m" not in o:
+            continue
+        top = np.asarray(path[frame], float)
+        r = float(o["radius_m"])
+        if o["shape"] == "square":  # axis-aligned square of half-side r: its corners span the axis
+            corners = top + np.array([[sx * r, sy * r, 0.0] for sx in (-1, 1) for sy in (-1, 1)])
+            width = float(np.ptp(corners @ right))
+        else:  # a disc (or ring) of radius r in a horizontal plane
+            width = 2 * r * float(np.hypot(right[0], right[1]))
+        objects[o["name"]] = {"centre_cam": ((top - pos) @ rot.T).round(5).tolist(), "width_m": round(width, 5)}
+    return {"objects": objects}
 
 
 def _truth_for(truth: dict, frames: list[int], text: str) -> dict:
@@ -118,9 +169,13 @@ def _truth_for(truth: dict, frames: list[int], text: str) -> dict:
     true_sub = next((s for s in subs if s["text"] == text), subs[0] if subs else None)
     obj = true_sub["object"] if true_sub else None
     path = truth.get("object_paths_px", {}).get(obj) if obj else None
-    return {
+    out = {
         "object": obj,
         "target": true_sub.get("target") if true_sub else None,
         "instance_id": true_sub.get("object_instance_id") if true_sub else None,
         "path_px": [path[f] for f in frames] if path else None,
     }
+    path_m = truth.get("object_paths_m", {}).get(obj) if obj else None
+    if path_m:  # how far the object's top centre moved between the unit's first and last frames
+        out["moved_m"] = round(float(np.linalg.norm(np.subtract(path_m[frames[-1]], path_m[frames[0]]))), 5)
+    return out

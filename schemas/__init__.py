@@ -13,6 +13,7 @@ from schemas.config import (
     PlanningRecipe,
     Recipe,
     ShardTargets,
+    SpatialRecipe,
     StageSettings,
 )
 from schemas.files import load_yaml, parse_yaml
@@ -41,6 +42,7 @@ __all__ = [
     "parse_yaml",
     "Manifest",
     "PlanningRecipe",
+    "SpatialRecipe",
     "Provenance",
     "Recipe",
     "Sample",

@@ -43,6 +43,37 @@ class PlanningRecipe(_Strict):
     ]
 
 
+SPATIAL_QUESTIONS = ("camera_distance", "object_distance", "object_width", "closer", "left_right", "above_below", "moved_distance")
+
+
+class SpatialRecipe(_Strict):
+    """Metric spatial QA asked of robot frames (issue 17, item 5): distances, widths, which
+    is closer, left/right and above/below in the camera frame, and how far the manipulated
+    object moved during a sub-task. Asked only where the depth is metric and the camera's
+    intrinsics are known, of masks that pass the thresholds below; every threshold is
+    recorded in each sample's provenance (stages.spatial.params). Off unless a recipe turns
+    it on (the bundled gem4m.yaml does), so a recipe that does not mention it builds what it
+    built before, byte for byte."""
+
+    enabled: bool = False
+    frames_per_episode: int = Field(default=2, ge=0, le=1000, description="frames sampled per episode (seeded) for the per-frame questions")
+    min_gap: int = Field(default=5, ge=1)
+    questions: list[Literal[SPATIAL_QUESTIONS]] = Field(default_factory=lambda: list(SPATIAL_QUESTIONS))  # type: ignore[valid-type]
+    max_objects: int = Field(default=4, ge=2, le=16, description="objects considered per frame (the largest masks)")
+    min_mask_pixels: int = Field(default=80, ge=1, description="a mask smaller than this is not measured")
+    min_mask_score: float = Field(default=0.5, ge=0.0, le=1.0, description="a mask the segmenter is less sure of is not measured")
+    erode_px: int = Field(default=1, ge=0, le=10, description="mask erosion before back-projection: edge pixels mix depths")
+    min_depth_coverage: float = Field(default=0.8, ge=0.0, le=1.0, description="share of the (eroded) mask with valid depth")
+    depth_outlier_m: float = Field(default=0.05, gt=0, description="points further than max(this, 3 robust sigmas) from "
+                                   "the mask's median depth are dropped")
+    extent_percentiles: tuple[float, float] = Field(default=(1.0, 99.0), description="extents: between these percentiles of the points")
+    distance_margin_m: float = Field(default=0.03, ge=0, description="'which is closer': the two distances differ by at least this...")
+    distance_margin_rel: float = Field(default=0.1, ge=0, description="...and by at least this share of the nearer one")
+    direction_margin_m: float = Field(default=0.03, ge=0, description="left/right, above/below: centres apart by at least this along the axis")
+    min_moved_m: float = Field(default=0.02, ge=0, description="'how far did it move': asked when the object moved at least this far")
+    allow_assumed_focal: bool = Field(default=False, description="use a depth model's assumed field of view when the source has no intrinsics")
+
+
 class MixtureEntry(_Strict):
     """One source of a mixture: what to read, how much of it, and what share it should have."""
 
@@ -67,12 +98,15 @@ class Recipe(_Strict):
     seed: int = 0
     grounding: GroundingRecipe = Field(default_factory=GroundingRecipe)
     planning: PlanningRecipe = Field(default_factory=PlanningRecipe)
+    spatial: SpatialRecipe = Field(default_factory=SpatialRecipe)
     phrasings_seed: int = Field(default=0, description="seed of the template phrasing choice")
     jpeg_quality: int = Field(default=90, ge=50, le=100, description="quality when an image must be re-encoded")
     mixture: list[MixtureEntry] = Field(default_factory=list)
 
     def hash(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json", exclude={"mixture"}), sort_keys=True).encode()
+        # a recipe that leaves `spatial` at its default hashes as it did before the section existed
+        exclude = {"mixture"} | ({"spatial"} if self.spatial == SpatialRecipe() else set())
+        blob = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -34,7 +34,9 @@ def test_build_produces_every_task_type_with_quality(built):
     out, result = built
     assert result.exit_code == 0
     m = result.manifest
-    assert set(m.tasks) == {t.value for t in Task}
+    r = BuildConfig(source="droid", output="x").recipe  # the recipe built with: every task a robot episode gives
+    robot_tasks = {*r.grounding.tasks, *r.planning.tasks} | ({"spatial_choice", "spatial_numeric"} if r.spatial.enabled else set())
+    assert set(m.tasks) == robot_tasks and robot_tasks <= {t.value for t in Task}
     assert m.failed_units == 0 and m.samples == sum(s.samples for s in m.shards)
     report = json.loads((out / "report.json").read_text())
     q = report["quality"]
@@ -154,7 +156,8 @@ def test_validate_cli_json_and_exit_status(built, tmp_path):
     ok = CliRunner().invoke(app, ["validate", str(built[0]), "--json"])
     assert ok.exit_code == 0
     doc = json.loads(ok.stdout)
-    assert set(doc) == {"samples", "shards", "tasks", "problems"} and doc["problems"] == []
+    assert set(doc) == {"samples", "shards", "tasks", "without_depth", "problems"} and doc["problems"] == []
+    assert doc["without_depth"] == 0
     missing = CliRunner().invoke(app, ["validate", str(tmp_path / "nothing"), "--json"])
     assert missing.exit_code == 1 and "no manifest.json" in json.loads(missing.stdout)["problems"][0]
 

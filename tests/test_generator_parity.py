@@ -252,6 +252,7 @@ def test_lerobot_depth_video_errors_name_file_episode_and_field(tmp_path):
 
 DROID_EXTRA = {  # what the generator adds to DROID 1.0.1's features (the reader's ground truth)
     "/steps/observation/exterior_depth_1_left", "/steps/observation/exterior_mask_1_left", "/episode_metadata/instance_names",
+    "/episode_metadata/intrinsics_exterior_cam_1",
 }
 
 

@@ -48,6 +48,14 @@ IMPORTERS: dict[str, ImporterInfo] = {
     "refspatial": ImporterInfo("pipelines.importers.refspatial:RefSpatialImporter",
                                "RefSpatial (LLaVA JSON, multi-turn, [0,1] points, shipped depth)", "apache-2.0", "robot_qa",
                                ships_depth=True),
+    "scannet": ImporterInfo("pipelines.importers.scannet:ScanNetImporter",
+                            "ScanNet v2 scenes (annotated mesh, .sens export of colour/depth/poses) as VSI-Bench-style spatial QA, "
+                            "one record per question", "ScanNet Terms of Use (non-commercial research and education)", "spatial",
+                            ships_depth=True),
+    "arkitscenes": ImporterInfo("pipelines.importers.arkitscenes:ARKitScenesImporter",
+                                "ARKitScenes 3DOD scenes (oriented box annotations, low-res frames, depth, poses) as VSI-Bench-style "
+                                "spatial QA, one record per question", "cc-by-nc-sa-4.0 (ARKitScenes data)", "spatial",
+                                ships_depth=True),
 }
 
 

@@ -69,7 +69,18 @@ class SampleBuilder:
             return [imported_sample(item)], {}
         if item["kind"] == "grounding":
             return self._grounding(item)
-        return self._planning(item)
+        if item["kind"] == "spatial":  # raises SpatialFiltered where the frame cannot be measured
+            from pipelines.qa.spatial import frame_samples
+
+            return frame_samples(item, self.recipe)
+        samples, quality = self._planning(item)
+        if self.recipe.spatial.enabled:  # how far the manipulated object moved during the sub-task
+            from pipelines.qa.spatial import moved_samples
+
+            more, q = moved_samples(item, self.recipe)
+            samples += more
+            quality.update(q)
+        return samples, quality
 
     def _sample(self, item: dict, key: str, task: str, human: str, answer: str, frame_pos: int, depth_pos: int, annotations: dict) -> SampleFiles:
         f = item["frame_indices"][frame_pos]

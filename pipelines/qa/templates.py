@@ -34,6 +34,40 @@ SATISFIED = "<task:success:discrete> {step} Q: satisfied?"
 PAST = "<task:past_description:freeform> Q: what just happened?"
 FUTURE = "<task:future_prediction:freeform> current goal is: {goal} Q: what is likely to happen next?"
 
+# Metric spatial questions of a robot frame (pipelines/qa/spatial.py), in VSI-Bench's words
+# where the question is one of theirs; the camera frame is the reference for directions
+LETTER = "Answer with the option's letter from the given choices directly."
+SHORT = "Please answer the question using a single word or phrase."
+SPATIAL_CAMERA_DISTANCE = [
+    "How far is the centre of the {obj} from the camera, in metres? " + SHORT,
+    "What is the distance between the camera and the {obj} (its centre), in meters? " + SHORT,
+]
+SPATIAL_PAIR_DISTANCE = [
+    "What is the direct distance between the centres of the {a} and the {b}, in meters? " + SHORT,
+    "How far apart are the {a} and the {b}, centre to centre, in metres? " + SHORT,
+]
+SPATIAL_WIDTH = [
+    "How wide is the {obj} from left to right as the camera sees it, in centimeters? " + SHORT,
+    "What is the left-to-right extent of the {obj} in this view, measured in centimeters? " + SHORT,
+]
+SPATIAL_MOVED = [
+    "These are the first and last frames of the step \"{step}\". How far did the {obj} move between them, in centimeters? " + SHORT,
+    "The first image shows the start of \"{step}\", the second its end. What distance did the {obj} travel from start to end, "
+    "in centimeters? " + SHORT,
+]
+SPATIAL_CLOSER = [
+    "Which object is closer to the camera, the {a} or the {b}?",
+    "Measuring from the camera to each object's centre, which is nearer: the {a} or the {b}?",
+]
+SPATIAL_LEFT_RIGHT = [
+    "From the camera's viewpoint, is the {a} to the left or to the right of the {b}?",
+    "In the camera's view, is the {a} left or right of the {b}?",
+]
+SPATIAL_ABOVE_BELOW = [
+    "From the camera's viewpoint, is the {a} above or below the {b}?",
+    "In the camera's view, is the {a} above or below the {b}?",
+]
+
 
 def fmt_points(points: list[tuple[float, float]]) -> str:
     return "[" + ", ".join(f"({x:.3f}, {y:.3f})" for x, y in points) + "]"

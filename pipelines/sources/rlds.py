@@ -49,6 +49,8 @@ class KeyMap(BaseModel):
     depth: dict[str, str] = Field(default_factory=dict, description="camera -> 16-bit PNG (mm) step key")
     masks: dict[str, str] = Field(default_factory=dict, description="camera -> instance-id PNG step key")
     instance_names_key: str | None = Field(default=None, description="episode_metadata key: JSON {id: name}")
+    intrinsics: dict[str, str] = Field(default_factory=dict, description="camera -> episode_metadata key of its pinhole "
+                                       "intrinsics [fx, fy, cx, cy] in pixels of its frames (where the dataset records them)")
     success_from_file_path: bool = False
     fps: float = 10.0
     split: str | None = Field(default=None, description="read only this split; default: every split present")
@@ -67,6 +69,7 @@ DROID = KeyMap(
     depth={"exterior_1": "observation/exterior_depth_1_left"},
     masks={"exterior_1": "observation/exterior_mask_1_left"},
     instance_names_key="instance_names",
+    intrinsics={"exterior_1": "intrinsics_exterior_cam_1"},
     success_from_file_path=True,
     fps=15.0,
 )
@@ -269,6 +272,17 @@ class RLDSReader:
             data = step(key, required=False)
             if data is not None:
                 masks[cam] = MaskFrames(data, names, file, eid, f"steps/{key}")
+        focal: dict[str, float] = {}
+        for cam, key in km.intrinsics.items():
+            k = meta.get(key)
+            if cam not in cameras or k is None:
+                continue
+            if not (isinstance(k, list) and len(k) == 4 and all(isinstance(v, (int, float)) and v > 0 for v in k)):
+                # a lost hint, not a lost episode: metric questions then need another focal length
+                meta["intrinsics_error"] = f"episode_metadata/{key}: expected [fx, fy, cx, cy] > 0, got {k!r}"
+                continue
+            meta.setdefault("intrinsics", {})[cam] = {"fx": float(k[0]), "fy": float(k[1]), "ppx": float(k[2]), "ppy": float(k[3])}
+            focal[cam] = float(k[0])
         n = len(cameras[km.primary_camera])
         success = None
         if km.success_from_file_path and "file_path" in meta:
@@ -285,6 +299,7 @@ class RLDSReader:
             depth=depth,
             masks=masks,
             metadata=meta,
+            focal_px=focal,
             success=success,
             file=file,
         )

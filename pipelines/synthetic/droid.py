@@ -26,6 +26,8 @@ BUILDING, DATE = "gem-lab", "2026-11-24"
 # Extra step keys the generator adds (DROID itself has no depth or masks).
 DEPTH_KEY = "steps/observation/exterior_depth_1_left"
 MASK_KEY = "steps/observation/exterior_mask_1_left"
+# not in DROID either: the exterior camera's pinhole intrinsics [fx, fy, cx, cy] in pixels of its frames
+INTRINSICS_KEY = "episode_metadata/intrinsics_exterior_cam_1"
 
 
 def droid_example(scene: EpisodeScene, file_path: str) -> bytes:
@@ -87,6 +89,7 @@ def droid_example(scene: EpisodeScene, file_path: str) -> bytes:
         "episode_metadata/extrinsics_exterior_cam_1": extrinsics(cams["exterior_1"]),
         "episode_metadata/extrinsics_exterior_cam_2": extrinsics(cams["exterior_2"]),
         "episode_metadata/extrinsics_wrist_cam": extrinsics(wrist_camera(scene, 0)),
+        INTRINSICS_KEY: np.array([cams["exterior_1"].fx, cams["exterior_1"].fy, cams["exterior_1"].cx, cams["exterior_1"].cy], np.float64),
         # what a simulator logs beside its instance masks: id -> object name
         "episode_metadata/instance_names": [
             json.dumps({str(i + 1): o.name for i, o in enumerate(scene.objects)}, sort_keys=True).encode()
@@ -197,6 +200,7 @@ def write_droid(out: Path, scenes: list[EpisodeScene]) -> dict[str, EpisodeScene
             "extrinsics_wrist_cam": _tensor((6,), "float64"),
             "file_path": _text(), "recording_folderpath": _text(),
             "instance_names": _text(),  # not in DROID: the generator's instance id -> object name
+            "intrinsics_exterior_cam_1": _tensor((4,), "float64"),  # not in DROID: fx, fy, cx, cy of exterior_1
         }),
     })
     (root / "features.json").write_text(json.dumps(features, indent=1, sort_keys=True))

@@ -23,7 +23,9 @@ def episode_truth(scene: EpisodeScene, cameras: dict[str, Camera], primary: str)
         "frames": scene.frames,
         "primary_camera": primary,
         "objects": [
-            {"name": o.name, "noun": o.noun, "color": o.color, "container": o.container, "instance_id": i + 1}
+            # shape, radius and height (metres) of each object: a cylinder, box or ring standing on the table
+            {"name": o.name, "noun": o.noun, "color": o.color, "container": o.container, "instance_id": i + 1,
+             "shape": o.shape, "radius_m": o.radius, "height_m": o.height}
             for i, o in enumerate(scene.objects)
         ],
         "subtasks": [
