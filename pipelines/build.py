@@ -520,7 +520,7 @@ def _merge_histograms(entries: list[dict]) -> dict:
 
 def _quality(entries: list[dict]) -> dict | None:
     q = [x for e in entries for x in e["quality"]]
-    if not any(len(x) > 1 for x in q):
+    if not any(set(x) - {"kind", "questions_filtered"} for x in q):
         return None
     plan = [x["object_correct"] for x in q if x["kind"] == "planning" and "object_correct" in x]
     pts = [x["points_in_mask"] for x in q if "points_in_mask" in x]
@@ -640,6 +640,13 @@ def _finalize(cfg, out, input_uri, chosen, chash, groups, ledger, stats: RunStat
         "histograms": _merge_histograms(entries),
         "sources": {cfg.source: manifest.samples},
     }
+    questions_filtered: dict[str, int] = {}
+    for e in entries:
+        for x in e["quality"]:
+            for k, n in (x.get("questions_filtered") or {}).items():
+                questions_filtered[k] = questions_filtered.get(k, 0) + n
+    if questions_filtered:  # scene questions not asked, by type and reason (ties, too few objects, ...)
+        report["questions_filtered"] = dict(sorted(questions_filtered.items()))
     if dedupe is not None:
         # duplicates and benchmark records left out, per benchmark (each drop is in errors.parquet, filtered)
         report["dedupe"] = dedupe

@@ -170,6 +170,9 @@ def test_a_scannet_build_writes_every_question_type_and_keeps_vsi_bench_out(tmp_
                                    mode="local", progress=False))
     bench = sum(1 for e in expected.values() if e.get("benchmark") == "vsi_bench")
     assert bench > 0 and result.report["dedupe"]["benchmarks"] == {"vsi_bench": bench}
+    # questions the scenes could not answer unambiguously are counted, by type and reason
+    filtered = result.report["questions_filtered"]
+    assert filtered and all(":" in k and n > 0 for k, n in filtered.items())
     assert validate(str(tmp_path / "out"))["problems"] == []
     export_gem_jsonl(str(tmp_path / "out"), tmp_path / "gem")
     rows = [json.loads(line) for line in (tmp_path / "gem" / "data.jsonl").read_text().splitlines()]

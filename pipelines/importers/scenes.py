@@ -67,8 +67,8 @@ class SceneImporter:
         def build(item) -> list[Record]:
             scene = self.load(root, self.k, seed_for(self.name, sid, self.seed))
             records, filtered = scene_records(self.name, scene, seed_for(self.name, sid, "questions", self.seed), self.per_type)
-            for r in records:
-                r.params["scene_filtered"] = dict(filtered, **{f"scene:{k}": v for k, v in scene.counts.items() if v})
+            if records:  # the scene's counts ride on its first record once, so that a build adds them up
+                records[0].params["scene_filtered"] = dict(filtered, **{f"scene:{k}": v for k, v in scene.counts.items() if v})
             return records[:limit] if limit is not None else records
 
         return guarded([(sid, root)], None, build, root)

@@ -66,7 +66,9 @@ class SampleBuilder:
         if item["kind"] == "imported":
             from pipelines.importers.samples import imported_sample
 
-            return [imported_sample(item)], {}
+            # questions a scene could not answer unambiguously: filtered, counted in report.json
+            filtered = item.get("import_params", {}).get("scene_filtered")
+            return [imported_sample(item)], ({"questions_filtered": filtered} if filtered else {})
         if item["kind"] == "grounding":
             return self._grounding(item)
         if item["kind"] == "spatial":  # raises SpatialFiltered where the frame cannot be measured
