@@ -120,8 +120,9 @@ def upload_tree(local: Path, bucket: str, prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_runtime():
-    """Ray started once for the whole session (a start costs seconds)."""
+def ray_runtime(s3_server):
+    """Ray started once for the whole session (a start costs seconds), after the S3 server:
+    its workers inherit the server's client settings, so that Ray-mode tests can use S3."""
     from engine import RayRuntime
 
     rt = RayRuntime(num_cpus=6, object_store_mb=512)  # logical: a CPU build's pools, read and writer fit at once
