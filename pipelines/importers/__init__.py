@@ -56,6 +56,10 @@ IMPORTERS: dict[str, ImporterInfo] = {
                                 "ARKitScenes 3DOD scenes (oriented box annotations, low-res frames, depth, poses) as VSI-Bench-style "
                                 "spatial QA, one record per question", "cc-by-nc-sa-4.0 (ARKitScenes data)", "spatial",
                                 ships_depth=True),
+    "scannetpp": ImporterInfo("pipelines.importers.scannetpp:ScanNetppImporter",
+                              "ScanNet++ scenes (laser-scan mesh, segments_anno.json instances, iPhone video with depth and aligned "
+                              "poses) as VSI-Bench-style spatial QA, one record per question",
+                              "ScanNet++ Terms of Use (non-commercial research and education)", "spatial", ships_depth=True),
 }
 
 
