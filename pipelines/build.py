@@ -242,6 +242,8 @@ def probe_caps(source: str, reader_options: dict, groups) -> registry.SourceCaps
     for _, (partition, _) in groups[:4]:
         for ep in reader.read(partition, limit=2):
             if isinstance(ep, EpisodeFailure):
+                if ep.error.category == "packed_media":  # no record can be read until the images are unpacked
+                    raise BuildError(f"cannot start: {ep.error}")
                 continue
             if is_importer(source):
                 return registry.SourceCaps(has_depth=bool(ep.depth) and all(d is not None for d in ep.depth), has_masks=False)

@@ -389,6 +389,32 @@ def evaluate(
     console.print(escape(f"wrote {path}: {json.dumps(result)}"))
 
 
+@app.command()
+def unpack(
+    archives: Annotated[str, typer.Option(help="A folder (local, s3://, gs://, hf://) holding .tar, .tar.gz or split .tar.gz.part_NN archives, or one archive.")],
+    out: Annotated[str, typer.Option(help="Where the members go (local or s3://); an importer's media root.")],
+) -> None:
+    """Unpack a dataset's image archives (split parts streamed in order, never joined on disk); resumable."""
+    from pipelines.importers.archives import archives_in, unpack as run
+    from pipelines.sources.base import SourceError
+
+    groups = archives_in(archives) if not archives.rstrip("/").endswith((".tar", ".gz", ".tgz")) and ".part" not in archives.rsplit("/", 1)[-1] else None
+    if groups is None:
+        stem = archives.rsplit(".part", 1)[0]
+        groups = [g for g in archives_in(stem.rsplit("/", 1)[0]) if g[0].startswith(stem)]
+    if not groups:
+        _fail(f"no archives (.tar, .tar.gz, .tar.gz.part_NN) at {archives}")
+    total = 0
+    try:
+        for parts in groups:
+            n = run(parts, out)
+            total += n
+            console.print(escape(f"{parts[0].rsplit('/', 1)[-1]} ({len(parts)} part{'s' if len(parts) > 1 else ''}): {n} files written"))
+    except SourceError as e:
+        _fail(str(e), 1)
+    console.print(escape(f"unpacked {total} files from {len(groups)} archives into {out}"))
+
+
 @app.command("depth-sample")
 def depth_sample(
     run: Annotated[Path, typer.Option(help="Training run directory (its latest checkpoint is used).")],

@@ -17,11 +17,12 @@ from shards.reader import image_size
 IMAGE_MAGIC = (b"\xff\xd8", b"\x89PNG")
 
 
-@dataclass(frozen=True)
+@dataclass
 class MediaRoot:
     """Where a dataset's images live; records name them relative to it."""
 
     uri: str
+    _archives: list | None = None  # looked up on the first missing image only
 
     def path(self, rel: str) -> str:
         rel = rel.replace("\\", "/").lstrip("/")  # RoboRefIt's paths are written on Windows
@@ -34,6 +35,15 @@ class MediaRoot:
         try:
             return store.read_bytes(uri)
         except (store.NotFound, FileNotFoundError):
+            if self._archives is None:
+                from pipelines.importers.archives import archives_in
+
+                self._archives = archives_in(self.uri)
+            if self._archives:  # the images are published in archives that were not unpacked
+                raise SourceError(f"image {rel!r} not found under {self.uri}, which holds archives "
+                                  f"({self._archives[0][0].rsplit('/', 1)[-1]}, ...): unpack them first: "
+                                  f"gem-data unpack --archives {self.uri} --out {self.uri}", file=uri, field=field,
+                                  category="packed_media") from None
             raise SourceError(f"image {rel!r} not found under {self.uri}", file=uri, field=field, category="io_error") from None
 
     def image(self, rel: str, field: str = "image") -> bytes:
