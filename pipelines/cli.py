@@ -395,7 +395,8 @@ def unpack(
     out: Annotated[str, typer.Option(help="Where the members go (local or s3://); an importer's media root.")],
 ) -> None:
     """Unpack a dataset's image archives (split parts streamed in order, never joined on disk); resumable."""
-    from pipelines.importers.archives import archives_in, unpack as run
+    from pipelines.importers.archives import archives_in
+    from pipelines.importers.archives import unpack as run
     from pipelines.sources.base import SourceError
 
     groups = archives_in(archives) if not archives.rstrip("/").endswith((".tar", ".gz", ".tgz")) and ".part" not in archives.rsplit("/", 1)[-1] else None
