@@ -28,18 +28,19 @@ time: read = S3 read + record decode + units; a model stage's host work around i
 samples; shard writing; commit) and, whole processes with Ray's own work, from /proc over
 the steady state. From them and the GPU estimates: cores per GPU.
 
-    python bench/gpu_feed.py [--engine recommended|as-is] [--layout recommended] [--time-scale 4] [--episodes 80]
+    python bench/gpu_feed.py [--layout recommended] [--time-scale 4] [--episodes 80]
 
-`--engine recommended` (default) applies engine settings the engine does not make yet (Ray
-Data blocks of ~512 KiB; two batches at once per stage actor, at most two sent to it);
-`as-is` runs the engine as it is.
+The engine runs as it is (Ray Data blocks of `engine.pipeline.BLOCK_BYTES`; two batches at
+once per actor of a model stage and of the last stage, samples, and at most two sent to it:
+`Resources.concurrent_batches` / `tasks_in_flight`). For experiments, `--block-kb`,
+`--calls-per-actor`, `--in-flight` and their `--cpu-*` forms override them (`--block-kb 0
+--calls-per-actor 1 --cpu-calls-per-actor 1` is the engine before issue #18: gpu_busy 0.15).
 The machine may be shared: the load average is printed beside the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -56,14 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
-from bench.gpu_sim import (  # noqa: E402
-    GPU_S_PER_ITEM,
-    HOST_CPU_S,
-    overlapped_model_actors,
-    read_logs,
-    simulated_build,
-    small_blocks,
-)  # noqa: E402
+from bench.gpu_sim import GPU_S_PER_ITEM, HOST_CPU_S, read_logs, simulated_build  # noqa: E402
 from bench.s3server import moto_server  # noqa: E402
 
 # 8-GPU node layouts (README "Stage to GPU mapping", docs/gpu.md "Sizing"), each splitting
@@ -317,16 +311,19 @@ def main() -> None:
     ap.add_argument("--time-scale", type=float, default=4.0, help="k: GPU time x k, batch sizes / k")
     ap.add_argument("--episodes", type=int, default=80, help="episodes (7 units each: 6 grounding frames, 1 sub-task)")
     ap.add_argument("--episodes-per-partition", type=int, default=4)
-    ap.add_argument("--engine", choices=("recommended", "as-is"), default="recommended",
-                    help="recommended: with the two engine settings below (emulated here until the engine sets "
-                         "them); as-is: the engine exactly as it is")
-    ap.add_argument("--block-kb", type=int, default=512,
-                    help="recommended: Ray Data's target block size for the build's dataset, KiB")
-    ap.add_argument("--calls-per-actor", type=int, default=2,
-                    help="recommended: batches a stage actor runs at once (host work beside GPU time)")
-    ap.add_argument("--in-flight", type=int, default=2,
-                    help="recommended: batches sent to one stage actor at most (0: Ray Data's default, twice "
-                         "--calls-per-actor)")
+    ap.add_argument("--block-kb", type=int, default=None,
+                    help="experiment: Ray Data's target block size for the build's dataset, KiB (default: the "
+                         "engine's, engine.pipeline.BLOCK_BYTES; 0: Ray Data's own 128 MiB)")
+    ap.add_argument("--calls-per-actor", type=int, default=None,
+                    help="experiment: batches a model actor runs at once (default: the engine's, "
+                         "Resources.concurrent_batches: 2 for a stage on a GPU)")
+    ap.add_argument("--in-flight", type=int, default=None,
+                    help="experiment: tasks sent to one model actor at most (default: the engine's, as many as it "
+                         "runs at once, or Ray Data's default of 2 at one batch at a time)")
+    ap.add_argument("--cpu-calls-per-actor", type=int, default=None,
+                    help="experiment: the same for the stages without a GPU (samples; default: the engine's, 2 for the last stage)")
+    ap.add_argument("--cpu-in-flight", type=int, default=None,
+                    help="experiment: tasks sent to one actor of a stage without a GPU at most")
     ap.add_argument("--layout", choices=sorted(LAYOUTS), default="recommended", help="the node's GPU split")
     ap.add_argument("--no-dilate", action="store_true", help="do not pad model actors' host work by k (optimistic)")
     ap.add_argument("--object-store-mb", type=int, default=768, help="Ray's object store (the product's embedded default: 768)")
@@ -342,8 +339,6 @@ def main() -> None:
     from pipelines.build import run_build
     from schemas import BuildConfig, Recipe, StageSettings
 
-    if args.engine == "as-is":
-        args.block_kb, args.calls_per_actor, args.in_flight = 0, 1, 0
     k, scale = args.time_scale, args.gpus / NODE_GPUS
     NODE.clear()
     NODE.update(LAYOUTS[args.layout])
@@ -372,10 +367,12 @@ def main() -> None:
             cfg = BuildConfig(source="droid", input=source, output="s3://bench/gem", recipe=recipe, backends="gpu",
                               backend_params=params, episodes_per_partition=args.episodes_per_partition, progress=False)
             t0 = time.perf_counter()
-            rebatch = small_blocks(args.block_kb * 1024) if args.block_kb else contextlib.nullcontext()
-            overlap = overlapped_model_actors(args.calls_per_actor, args.in_flight or None) if args.calls_per_actor > 1 else contextlib.nullcontext()
-            with simulated_build(k, str(work / "log"), dilate_host=not args.no_dilate), rebatch, overlap:
+            overrides = {"block_bytes": None if args.block_kb is None else args.block_kb * 1024,
+                         "concurrent_batches": args.calls_per_actor, "tasks_in_flight": args.in_flight,
+                         "cpu_concurrent_batches": args.cpu_calls_per_actor, "cpu_tasks_in_flight": args.cpu_in_flight}
+            with simulated_build(k, str(work / "log"), dilate_host=not args.no_dilate, engine=overrides) as log:
                 result = run_build(cfg)
+            engine_used = log.engine
             wall = time.perf_counter() - t0
             sampler.stop()
             ray.shutdown()
@@ -396,8 +393,8 @@ def main() -> None:
         "build_wall_s": round(wall, 1),
         "gpus": args.gpus,
         "layout": {n: {"gpu_share": f, "actors": a} for n, (f, a, _) in NODE.items()},
-        "engine": {"mode": args.engine, "block_kb": args.block_kb, "calls_per_actor": args.calls_per_actor,
-                   "in_flight_per_actor": args.in_flight or 2 * args.calls_per_actor, "host_dilated": not args.no_dilate},
+        "engine": {**engine_used, "overridden": sorted(k for k, v in overrides.items() if v is not None),
+                   "host_dilated": not args.no_dilate},
         "time_scale": k,
         "batch_sizes": {n: max(1, round(b / k)) for n, (_, _, b) in NODE.items()},
         "cores_here": machine_cores,

@@ -5,7 +5,9 @@ build can select it. bench/gpu_feed.py swaps it in for the length of one `run_bu
 (`simulated_build`), by replacing `pipelines.build.make_stages`, `UnitReader` and
 `GroupCommitter` and the registry's `choose`/`instantiate` in its own process, the way a
 test substitutes a fake; the stages themselves stay the product's (ObjectsStage,
-MasksStage, TracksStage, DepthStage, SamplesStage) and so does everything around them.
+MasksStage, TracksStage, DepthStage, SamplesStage) and so does everything around them,
+the engine's settings included (two batches at once per model actor, small Ray Data
+blocks), unless an experiment overrides them.
 
 Each simulated backend stands where the real one does (qwen3, sam3, cotracker3,
 depth_anything_3), holds the GPU share Ray gave its actor, and for a batch of n items
@@ -14,7 +16,9 @@ depth_anything_3), holds the GPU share Ray gave its actor, and for a batch of n 
      to RLE; cotracker3's float video array; DA3's metric scaling and resize), and for the
      libraries' own input preprocessing, the CPU time measured here for it (HOST_CPU_S);
   2. "runs the model": sleeps n x GPU_S_PER_ITEM x time_scale / share seconds (an actor on
-     a share f of a GPU gets f of its speed: a pool's throughput is its summed share / cost);
+     a share f of a GPU gets f of its speed: a pool's throughput is its summed share / cost),
+     one batch at a time per actor, as the real backends hold their DeviceLock around the
+     model only (the host work of step 1 and the stage's own overlap it);
   3. returns outputs of the real shapes (masks from the source's instance masks, depth a
      plane in metres, tracks that follow their query points), which the product's stages
      then decode, encode, build into samples and write, as in a real build.
@@ -281,65 +285,31 @@ class Metered(Stage):
 
 
 @contextlib.contextmanager
-def small_blocks(max_bytes: int):
-    """Within this block, Ray Data cuts every operator's output into blocks of at most about
-    `max_bytes` (`DataContext.target_max_block_size`, captured by the Dataset the build
-    creates), so that a stage's task is about one batch and any idle actor of the pool can
-    take the next one. As it is, an upstream task's output is one block (a read group, or all
-    the batches one actor ran), and the downstream pool gets it as one task, run batch after
-    batch by one actor while the pool's other actors wait. The engine change this stands for
-    is setting that on the pipeline's DataContext in `Pipeline._run_ray`."""
-    import ray.data
-
-    ctx = ray.data.DataContext.get_current()
-    saved = ctx.target_max_block_size
-    ctx.target_max_block_size = max_bytes
-    try:
-        yield
-    finally:
-        ctx.target_max_block_size = saved
-
-
-@contextlib.contextmanager
-def overlapped_model_actors(calls: int = 2, in_flight: int | None = None):
-    """Within this block, every engine stage's actor runs `calls` batches at once (Ray Data's
-    `ActorPoolStrategy(max_concurrent_calls_per_actor=...)`): one batch's host work (decode,
-    preprocessing, encoding) overlaps another's GPU time, which the device still runs one at
-    a time. `in_flight` bounds the batches queued at one actor (Ray Data's default: twice
-    `calls`): work queued behind a busy actor waits while another actor is idle. The engine
-    change this stands for is those arguments in `Pipeline._run_ray` (with backends that
-    tolerate two calling threads)."""
-    import ray.data
-
-    original = ray.data.ActorPoolStrategy
-
-    def strategy(*args, **kwargs):
-        kwargs.setdefault("max_concurrent_calls_per_actor", calls)
-        kwargs.setdefault("enable_true_multi_threading", True)
-        if in_flight:
-            kwargs.setdefault("max_tasks_in_flight_per_actor", in_flight)
-        return original(*args, **kwargs)
-
-    ray.data.ActorPoolStrategy = strategy
-    try:
-        yield
-    finally:
-        ray.data.ActorPoolStrategy = original
-
-
-@contextlib.contextmanager
-def simulated_build(time_scale: float, log_dir: str, dilate_host: bool = True):
+def simulated_build(time_scale: float, log_dir: str, dilate_host: bool = True, engine: dict | None = None):
     """Within this block, `pipelines.build.run_build` builds with the simulated model
     backends (whatever `backends` says) and meters the read, every stage and the shard
-    writing. Everything is restored on exit."""
+    writing. Everything is restored on exit.
+
+    The engine runs as it is, unless `engine` overrides one of its settings for an
+    experiment: `concurrent_batches` / `tasks_in_flight` (the model stages' Resources; None
+    keeps the engine's default), `cpu_concurrent_batches` / `cpu_tasks_in_flight` (the
+    same for the other stages: samples) and `block_bytes` (Pipeline's Ray Data block size;
+    0: Ray Data's own default)."""
+    import dataclasses
+
     import ray.cloudpickle
 
     import bench.gpu_sim as me
     from pipelines import build
     from pipelines.backends import registry
 
+    engine = {k: v for k, v in (engine or {}).items() if v is not None}
+    stage_changes = {k: engine[k] for k in ("concurrent_batches", "tasks_in_flight") if k in engine}
+    other_changes = {k: engine["cpu_" + k] for k in ("concurrent_batches", "tasks_in_flight") if "cpu_" + k in engine}
+
     ray.cloudpickle.register_pickle_by_value(me)  # actors need not import bench/
     log = Log(log_dir)
+    log.engine = {}  # the engine settings the build ran with (in this process only)
     original_make_stages = build.make_stages
 
     class MeteredReader(build.UnitReader):
@@ -371,15 +341,31 @@ def simulated_build(time_scale: float, log_dir: str, dilate_host: bool = True):
         saved = registry.instantiate, registry.cuda_available
         registry.instantiate, registry.cuda_available = instantiate, lambda: True  # keep the GPU shares
         try:
-            return [Metered(s, log, time_scale if dilate_host and s.name in GPU_S_PER_ITEM else 1.0)
-                    for s in original_make_stages(cfg, chosen)]
+            stages = [Metered(s, log, time_scale if dilate_host and s.name in GPU_S_PER_ITEM else 1.0)
+                      for s in original_make_stages(cfg, chosen)]
         finally:
             registry.instantiate, registry.cuda_available = saved
+        for k, s in enumerate(stages):
+            changes = stage_changes if s.name in GPU_S_PER_ITEM else other_changes
+            if changes:
+                s.resources = dataclasses.replace(s.resources, **changes)
+            last = k == len(stages) - 1
+            log.engine.setdefault("stages", {})[s.name] = {"concurrent_batches": s.resources.batches_at_once(last),
+                                                           "tasks_in_flight": s.resources.in_flight(last) or "ray default"}
+        return stages
 
-    saved = (build.make_stages, build.UnitReader, build.GroupCommitter, registry.choose)
+    class ExperimentPipeline(build.Pipeline):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if "block_bytes" in engine:
+                self.block_bytes = engine["block_bytes"] or None
+            log.engine["block_kb"] = self.block_bytes / 1024 if self.block_bytes else "ray default"
+
+    saved = (build.make_stages, build.UnitReader, build.GroupCommitter, build.Pipeline, registry.choose)
     build.make_stages, build.UnitReader, build.GroupCommitter = make_stages, MeteredReader, MeteredCommitter
+    build.Pipeline = ExperimentPipeline
     registry.choose = lambda *a, **k: dict(registry.GPU_DEFAULT)
     try:
         yield log
     finally:
-        build.make_stages, build.UnitReader, build.GroupCommitter, registry.choose = saved
+        build.make_stages, build.UnitReader, build.GroupCommitter, build.Pipeline, registry.choose = saved

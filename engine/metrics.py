@@ -13,7 +13,7 @@ class StageCounters:
     busy_s: float = 0.0
     batches: int = 0
     actors: set = field(default_factory=set)
-    busy_now: dict = field(default_factory=dict)  # actor -> bool
+    busy_now: dict = field(default_factory=dict)  # actor -> batches it is running now
 
     def as_dict(self) -> dict:
         return {
@@ -22,7 +22,7 @@ class StageCounters:
             "busy_s": round(self.busy_s, 4),
             "batches": self.batches,
             "actors": len(self.actors),
-            "busy_actors": sum(1 for b in self.busy_now.values() if b),
+            "busy_actors": sum(1 for b in self.busy_now.values() if b > 0),
         }
 
 
@@ -41,12 +41,12 @@ class Metrics:
         c.busy_s += busy_s
         c.batches += 1
         c.actors.add(actor)
-        c.busy_now[actor] = False
+        c.busy_now[actor] = max(0, c.busy_now.get(actor, 0) - 1)
 
     def begin(self, stage: str, actor: str) -> None:
         c = self.stages.setdefault(stage, StageCounters())
         c.actors.add(actor)
-        c.busy_now[actor] = True
+        c.busy_now[actor] = c.busy_now.get(actor, 0) + 1
 
     def record_read(self, items: int) -> None:
         self.read += items

@@ -12,6 +12,9 @@ backpressure between them) and `local` (one process, for debugging and as a base
 In `ray` the items never pass through the driver: the last stage hands each group's items
 to a group-writer actor (chosen by group), which runs `finish` on the whole group; the
 driver sees only each item's id, group, error and timings, and `finish`'s small result.
+Ray Data blocks are cut small (`BLOCK_BYTES`) so that any idle actor of a pool takes the
+next batch, and a stage on a GPU (and the last stage) runs two batches at once per actor
+(`Resources.concurrent_batches`): one batch's host work overlaps the other's device time.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ class GroupResult:
 
 # What the driver sees of an item in `ray` mode: enough to count, report and complete groups.
 STUB_KEYS = ("_id", "_group", "_marker", "_error", "_timing")
+
+# Ray Data's target block size in `ray` mode. A Ray Data task takes whole blocks, and by
+# default (128 MiB) a read's group or all one actor produced is one block: the next pool gets
+# it as one task, run batch after batch by one actor while the pool's other actors wait.
+# Blocks of ~512 KiB (a few units with their frames, or one 60-frame sub-task) make a task
+# about one batch, so any idle actor takes the next one (bench/gpu_feed.py, docs/gpu.md).
+BLOCK_BYTES = 512 * 1024
 
 
 @dataclass
@@ -137,22 +147,61 @@ class _StageActor:
         self.runner = StageRunner(self.STAGE)
         self.metrics = self.METRICS
         self.actor = f"{os.uname().nodename}:{os.getpid()}"
+        self.clock = _BusyClock()
         self.runner.ensure_setup()
 
     def __call__(self, batch: dict) -> dict:
+        # with `concurrent_batches` > 1 this runs in several threads of the actor at once
         items = [pickle.loads(p) for p in batch["payload"]]
+        name = self.runner.stage.name
         if self.metrics is not None:
-            self.metrics.begin.remote(self.runner.stage.name, self.actor)
-        t0 = time.perf_counter()
+            self.metrics.begin.remote(name, self.actor)
         before = sum(1 for it in items if "_error" in it)
+        live = [i for i, it in enumerate(items) if "_error" not in it and "_marker" not in it]
+        call = self.clock.start()
         out = self.runner.run(items)
-        live = sum(1 for it in items if "_error" not in it and "_marker" not in it)
+        busy = self.clock.stop(call)
+        for i in live:  # the batch's share of the actor's time, not its wall time (see _BusyClock)
+            out[i].setdefault("_timing", {})[name] = busy / len(live)
         errors = sum(1 for it in out if "_error" in it) - before
         if self.metrics is not None:
-            self.metrics.record.remote(self.runner.stage.name, self.actor, live - errors, errors, time.perf_counter() - t0)
+            self.metrics.record.remote(name, self.actor, len(live) - errors, errors, busy)
         if self.WRITERS is not None:
             out = _hand_off(out, self.WRITERS)
         return _rows(out)
+
+
+class _BusyClock:
+    """An actor's busy time, shared out among the calls it runs at once: each moment counts
+    1/(calls running then) to each of them, so that the shares of two overlapping batches
+    add up to the actor's busy wall time, not twice it (a stage's `busy_s`, capacity and busy
+    fraction mean the same whatever `concurrent_batches` is)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.shares: dict[int, float] = {}
+        self.last = 0.0
+        self.calls = 0
+
+    def _advance(self) -> None:
+        now = time.perf_counter()
+        if self.shares:
+            d = (now - self.last) / len(self.shares)
+            for k in self.shares:
+                self.shares[k] += d
+        self.last = now
+
+    def start(self) -> int:
+        with self.lock:
+            self._advance()
+            self.calls += 1
+            self.shares[self.calls] = 0.0
+            return self.calls
+
+    def stop(self, call: int) -> float:
+        with self.lock:
+            self._advance()
+            return self.shares.pop(call)
 
 
 def _rows(items: list[dict]) -> dict:
@@ -233,6 +282,7 @@ class Pipeline:
         read_num_cpus: float = 1.0,
         group_writers: int = 1,
         writer_num_cpus: float = 0.5,
+        block_bytes: int | None = BLOCK_BYTES,
     ):
         if mode not in ("ray", "local"):
             raise ValueError(f"mode must be 'ray' or 'local', not {mode!r}")
@@ -245,6 +295,7 @@ class Pipeline:
         self.read_num_cpus = read_num_cpus
         self.group_writers = group_writers  # actors that finish groups (write shards), in `ray`
         self.writer_num_cpus = writer_num_cpus
+        self.block_bytes = block_bytes  # Ray Data's target block size for this run (None: Ray's)
 
     def min_cpus(self) -> float:
         """Logical CPUs needed so that every pool's minimum, the group writers and one read
@@ -323,7 +374,6 @@ class Pipeline:
     def _run_ray(self, todo, finish, commit, bar, stats: RunStats) -> None:
         import ray
         import ray.data
-        from ray.data import ActorPoolStrategy
 
         t_start = time.perf_counter()
         self.runtime.start(min_cpus=self.min_cpus())
@@ -336,6 +386,10 @@ class Pipeline:
             [{"id": str(g), "payload": pickle.dumps((g, p))} for g, p in todo],
             override_num_blocks=len(todo),
         )
+        if self.block_bytes:
+            # the dataset's own DataContext (from_items copies the process's current one, and
+            # every dataset derived from it shares the copy): nothing leaks into other runs
+            ds.context.target_max_block_size = self.block_bytes
         ds = ds.flat_map(_ReadFn(self.read_fn, metrics, None if self.stages else writers), num_cpus=self.read_num_cpus)
         for k, stage in enumerate(self.stages):
             res = stage.resources
@@ -351,7 +405,7 @@ class Pipeline:
                 warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", category=DeprecationWarning)
                 ds = ds.map_batches(
                     actor_cls,
-                    compute=ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors),
+                    compute=_strategy(res, last),
                     batch_size=res.batch_size,
                     batch_format="numpy",
                     num_cpus=res.num_cpus,
@@ -416,6 +470,21 @@ class Pipeline:
                 pass
             if exporter:
                 exporter.close()
+
+
+def _strategy(res, last: bool):
+    """The stage's actor pool: its size, and how many batches one actor runs at once (each
+    call in its own thread when more than one) and is sent at most. By default two at once
+    on a GPU (host work beside device time) and in the last stage, whose calls wait for the
+    group writers to take their items (measured: bench/gpu_feed.py, docs/gpu.md)."""
+    from ray.data import ActorPoolStrategy
+
+    kw = {}
+    if res.batches_at_once(last) > 1:
+        kw = {"max_concurrent_calls_per_actor": res.batches_at_once(last), "enable_true_multi_threading": True}
+    if res.in_flight(last) is not None:
+        kw["max_tasks_in_flight_per_actor"] = res.in_flight(last)
+    return ActorPoolStrategy(min_size=res.min_actors, max_size=res.max_actors, **kw)
 
 
 def _poll(metrics, bar, exporter, stop: threading.Event) -> None:

@@ -61,6 +61,36 @@ class Resources:
     max_retries: int = 2  # transient failures of one item, before quarantine
     retry_backoff_s: float = 0.2
     max_actor_restarts: int = 3  # an actor that dies (OOM, segfault) is restarted this often
+    # Batches one actor runs at once (`ray` mode), each in its own thread: one batch's host
+    # work (decoding, preprocessing, encoding) overlaps another's time on the device, or the
+    # last stage's wait for the group writers to take a batch. None: 2 for a stage that holds
+    # a GPU share (num_gpus > 0) and for a pipeline's last stage, 1 otherwise. Above 1 the
+    # stage (and its backend) must accept that many calling threads; a model backend runs its
+    # device one batch at a time (pipelines/backends/protocols.py).
+    concurrent_batches: int | None = None
+    # Tasks (about one batch each) sent to one actor at most. None: as many as it runs at once
+    # (more would wait at a busy actor while another of the pool idles); at one batch at a
+    # time, Ray Data's default (2).
+    tasks_in_flight: int | None = None
+
+    def __post_init__(self):
+        for name in ("concurrent_batches", "tasks_in_flight"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"Resources.{name} must be a whole number >= 1 or None, not {v!r}")
+
+    def batches_at_once(self, last: bool = False) -> int:
+        """`concurrent_batches`, its default resolved (`last`: the pipeline's last stage)."""
+        if self.concurrent_batches is not None:
+            return self.concurrent_batches
+        return 2 if self.num_gpus > 0 or last else 1
+
+    def in_flight(self, last: bool = False) -> int | None:
+        """`tasks_in_flight`, its default resolved (None: Ray Data's own)."""
+        if self.tasks_in_flight is not None:
+            return self.tasks_in_flight
+        n = self.batches_at_once(last)
+        return n if n > 1 else None
 
 
 class Stage:

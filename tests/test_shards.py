@@ -121,6 +121,34 @@ def test_resume_mid_epoch_equals_the_uninterrupted_tail(tmp_path, workers):
     assert sum(len(b) for b in full) == 45
 
 
+def test_loader_workers_hand_over_a_batch_as_one_buffer_and_the_samples_are_the_same(tmp_path):
+    """With worker processes, a batch's tensors cross to the trainer in one shared buffer (one
+    file descriptor a batch, not three a sample); the samples equal those read in process."""
+    import torch
+
+    from shards.reader import ShardLoader
+
+    root = str(tmp_path)
+    make_dataset(root, 20, per_shard=6)
+
+    def batches(workers):
+        ds = GemShardDataset(root, seed=1, shuffle_buffer=4, rank=0, world_size=1)
+        return list(ShardLoader(ds, batch_size=8, num_workers=workers))
+
+    here, there = batches(0), batches(1)
+    assert [len(b) for b in there] == [8, 8, 4]
+    for bh, bt in zip(here, there, strict=True):
+        storages = set()
+        for h, t in zip(bh, bt, strict=True):
+            assert h.keys() == t.keys() and h["__key__"] == t["__key__"] and h["__pos__"] == t["__pos__"]
+            for key in ("images", "depth", "depth_valid"):
+                for x, y in zip(h[key], t[key], strict=True):
+                    assert y.dtype == x.dtype and y.shape == x.shape and torch.equal(x, y)
+                    storages.add(y.untyped_storage().data_ptr())
+            assert t["conversations"] == h["conversations"]
+        assert len(storages) == 1, "one buffer for the whole batch"
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 @pytest.mark.parametrize("window", [None, 3000])
 def test_ranges_read_through_the_index_equal_shards_walked_from_their_start(tmp_path, where, window, request, monkeypatch):

@@ -16,7 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from pipelines.backends import weights
-from pipelines.backends.protocols import Tracks, check_device_name, package_version, resolve_device
+from pipelines.backends.protocols import (
+    DeviceLock,
+    Tracks,
+    check_device_name,
+    package_version,
+    resolve_device,
+)
 
 # The hub entry `cotracker3_offline` fixes the window at 60 frames: the checkpoint's time
 # embedding has 60 rows, so no other window loads.
@@ -61,6 +67,7 @@ class CoTracker3Tracker:
         self.env_python: str | None = None  # set by the registry: where the library lives
         self._model = None
         self._device = None
+        self._lock = DeviceLock()  # one sub-task on the device at a time; the float video is built outside
         check_device_name(device)
 
     def describe(self) -> dict:
@@ -99,10 +106,9 @@ class CoTracker3Tracker:
     def track(self, frames: list[np.ndarray], queries: np.ndarray) -> Tracks:
         import torch
 
-        with torch.inference_mode():
-            video = video_tensor(frames).to(self._device)
-            q = query_tensor(queries).to(self._device)
-            tracks, vis = self._model(video, queries=q)
+        video, q = video_tensor(frames), query_tensor(queries)  # host work, beside the other thread's model call
+        with self._lock, torch.inference_mode():
+            tracks, vis = self._model(video.to(self._device), queries=q.to(self._device))
         return tracks_from_output(tracks, vis)
 
 

@@ -21,7 +21,13 @@ import os
 import numpy as np
 
 from pipelines.backends import weights
-from pipelines.backends.protocols import DepthResult, check_device_name, package_version, resolve_device
+from pipelines.backends.protocols import (
+    DepthResult,
+    DeviceLock,
+    check_device_name,
+    package_version,
+    resolve_device,
+)
 from pipelines.backends.torchvision_ops import ensure_torchvision_ops
 
 ASSUMED_FOV_DEG = 60.0
@@ -73,6 +79,10 @@ class DepthAnything3:
         self._net = None
         self._device = None
         self._kind = kind_of(self._model_name())
+        # DA3METRIC's sky fill draws from torch's global RNG inside the model: seeding and the
+        # forward pass are one step under this lock, so two calling threads cannot interleave
+        # draws (the same image gives the same depth in every run, whatever the concurrency)
+        self._lock = DeviceLock()
         check_device_name(device)
 
     def _model_name(self) -> str:
@@ -111,15 +121,9 @@ class DepthAnything3:
     def estimate(self, images: list[np.ndarray], focal_px: list[float | None] | None = None) -> list[DepthResult]:
         """Depth per image, each image alone. `focal_px[i]`: image i's focal length in its own
         pixels, where the source knows it."""
-        import torch
-
         out = []
         for i, img in enumerate(images):
-            # DA3METRIC fills sky with a quantile of a random pixel sample: seeded, the same
-            # image gives the same depth in every run
-            torch.manual_seed(0)
-            pred = self._net.inference([img], process_res=self.process_res)
-            raw = np.asarray(pred.depth[0], np.float32)
+            raw = self._depth(img)
             given = focal_px[i] if focal_px else None
             focal, basis = None, None  # in the image's own pixels
             if self._kind == "metric":
@@ -134,6 +138,31 @@ class DepthAnything3:
             res.focal_px, res.focal_basis = (None if focal is None else round(focal, 3)), basis
             out.append(res)
         return out
+
+    # the steps of the library's `inference()` that a single image without poses takes (its
+    # pose alignment and export do nothing then; the denormalised copy of the input it adds
+    # for visualisation is not needed), so that the input processor (resize, normalise: host
+    # work) runs outside the lock
+    _STEPS = ("_preprocess_inputs", "_prepare_model_inputs", "_run_model_forward", "_convert_to_prediction")
+
+    def _depth(self, img: np.ndarray) -> np.ndarray:
+        """One image's raw depth at the processing resolution."""
+        import torch
+
+        net = self._net
+        if not all(hasattr(net, s) for s in self._STEPS):  # another version of the library: all of it under the lock
+            with self._lock:
+                # DA3METRIC fills sky with a quantile of a random pixel sample: seeded, the same
+                # image gives the same depth in every run
+                torch.manual_seed(0)
+                pred = net.inference([img], process_res=self.process_res)
+            return np.asarray(pred.depth[0], np.float32)
+        imgs_cpu, _, _ = net._preprocess_inputs([img], None, None, self.process_res, "upper_bound_resize")
+        with self._lock:
+            torch.manual_seed(0)  # as above: seeded right before the forward pass, as inference() does
+            imgs, _, _ = net._prepare_model_inputs(imgs_cpu, None, None)
+            raw = net._run_model_forward(imgs, None, None, [], False, False, "saddle_balanced")
+        return np.asarray(net._convert_to_prediction(raw).depth[0], np.float32)
 
 
 def make_random(out_dir: str, size: str = "small", seed: int = 0) -> dict:

@@ -2,12 +2,21 @@
 
 Every backend has `setup()` (load weights once per actor, import its library there) and
 `describe()` (name, version, parameters: recorded in each sample's provenance).
+
+A backend on a GPU is called from two threads at once (the engine runs two batches per
+model actor: `Resources.concurrent_batches`), and any backend may be: its calls must not
+share mutable state. A model backend does its host work (preprocessing, decoding outputs)
+in the calling thread and holds its `DeviceLock` only around the model itself, so one
+batch's host work overlaps the other's device time while the device runs one batch at a
+time (no second batch's activations on it, a library's global RNG seeded and used by one
+call at a time).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,6 +81,24 @@ class DepthEstimator(Protocol):
     def setup(self) -> None: ...
     def describe(self) -> dict: ...
     def estimate(self, images: list[np.ndarray], focal_px: list[float | None] | None = None) -> list[DepthResult]: ...
+
+
+class DeviceLock:
+    """A lock for one model on its device, shared by the threads of one actor. It pickles
+    as a fresh lock (a backend travels to its actors pickled, before any call)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release()
+
+    def __reduce__(self):
+        return (DeviceLock, ())
 
 
 def package_version(*dists: str, python: str | None = None) -> str:

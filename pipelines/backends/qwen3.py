@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine import ItemError
 from pipelines.backends import weights
-from pipelines.backends.protocols import ObjectPhrase, check_device_name, package_version
+from pipelines.backends.protocols import DeviceLock, ObjectPhrase, check_device_name, package_version
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,9 @@ class Qwen3Extractor:
         self.timeout_s = timeout_s
         self.env_python: str | None = None  # set by the registry: where the library lives
         self._llm = None
+        # vLLM's LLM is not thread-safe: the two calling threads of a model actor take turns
+        # on it (schemas, prompts and answer parsing stay outside). A server needs none.
+        self._lock = DeviceLock()
         check_device_name(device)
 
     def describe(self) -> dict:
@@ -212,12 +215,14 @@ class Qwen3Extractor:
             schema = answer_schema(t)
             params.append(SamplingParams(temperature=0.0, max_tokens=max_answer_tokens(schema),
                                          structured_outputs=StructuredOutputsParams(json=schema)))
-        outs = self._llm.chat(
-            [build_messages(t) for t in texts],
-            params,
-            use_tqdm=False,
-            chat_template_kwargs={"enable_thinking": False},  # Qwen3: answer directly
-        )
+        messages = [build_messages(t) for t in texts]
+        with self._lock:
+            outs = self._llm.chat(
+                messages,
+                params,
+                use_tqdm=False,
+                chat_template_kwargs={"enable_thinking": False},  # Qwen3: answer directly
+            )
         return [o.outputs[0].text for o in outs]
 
     def _server(self, texts: list[str]) -> list[str]:

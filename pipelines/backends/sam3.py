@@ -17,6 +17,7 @@ import numpy as np
 from pipelines.backends import rle, weights
 from pipelines.backends.protocols import (
     Detection,
+    DeviceLock,
     SegmentRequest,
     check_device_name,
     package_version,
@@ -71,6 +72,11 @@ class Sam3Segmenter:
         self._processor = None
         self._device = None
         self._dtype = None
+        # the model runs one batch at a time (the processor's resize and the post-processing
+        # of two calling threads overlap it); the fast tokenizer sets its padding and
+        # truncation on the shared Rust object per call ("Already borrowed" from two threads)
+        self._lock = DeviceLock()
+        self._tokenizer_lock = DeviceLock()
         check_device_name(device)
 
     def describe(self) -> dict:
@@ -113,9 +119,10 @@ class Sam3Segmenter:
         pixel = self._processor(images=[r.image for r in requests], return_tensors="pt")["pixel_values"]
         # the processor's own tokenizer call pads to 32 but does not truncate: a long phrase
         # would overflow the text encoder's positions
-        text = self._processor.tokenizer([r.phrase for r in requests], padding="max_length", truncation=True,
-                                         max_length=MAX_PROMPT_TOKENS, return_tensors="pt")
-        with torch.inference_mode():
+        with self._tokenizer_lock:
+            text = self._processor.tokenizer([r.phrase for r in requests], padding="max_length", truncation=True,
+                                             max_length=MAX_PROMPT_TOKENS, return_tensors="pt")
+        with self._lock, torch.inference_mode():
             outputs = self._model(pixel_values=pixel.to(self._device, self._dtype),
                                   input_ids=text["input_ids"].to(self._device),
                                   attention_mask=text["attention_mask"].to(self._device))
