@@ -131,6 +131,8 @@ class StageSettings(_Strict):
     num_cpus: float | None = Field(default=None, gt=0)
     min_actors: int | None = Field(default=None, ge=1)
     max_actors: int | None = Field(default=None, ge=1)
+    concurrent_batches: int | None = Field(default=None, ge=1, description="batches one actor runs at once (default: 2 on a "
+                                           "GPU, so that one batch's host work overlaps the other's model call; 1 on the CPU)")
     runtime_env: dict | None = None
     env: str | None = Field(
         default=None,

@@ -95,3 +95,9 @@ def test_model_environments_keep_one_copy_of_each_large_file(tmp_path):
     shutil.rmtree(tmp_path / "b")
     share_identical_files(tmp_path / "a", store)
     assert len(list(store.iterdir())) == 1 and a.read_bytes() == big
+
+
+def test_concurrent_batches_is_two_on_a_gpu_one_on_the_cpu_unless_set():
+    assert resources_for("sam3", StageSettings(), gpu=True).batches_at_once() == 2
+    assert resources_for("sam3", StageSettings(params={"device": "cpu"}), gpu=False).batches_at_once() == 1
+    assert resources_for("sam3", StageSettings(concurrent_batches=3), gpu=True).batches_at_once() == 3

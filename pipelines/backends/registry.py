@@ -168,7 +168,7 @@ def resources_for(name: str, settings=None, gpu: bool = True, cluster: bool = Fa
     if settings is not None:
         changes = {
             k: getattr(settings, k)
-            for k in ("batch_size", "num_gpus", "num_cpus", "min_actors", "max_actors", "runtime_env")
+            for k in ("batch_size", "num_gpus", "num_cpus", "min_actors", "max_actors", "concurrent_batches", "runtime_env")
             if getattr(settings, k) is not None
         }
         res = dataclasses.replace(res, **changes)
