@@ -79,6 +79,39 @@ def _json(uri: str, field: str):
         raise SourceError(f"not JSON: {e}", file=uri, field=field) from None
 
 
+def segment_instances(seg_uri: str, anno_uri: str, n_vertices: int, category) -> tuple[list, int]:
+    """([(object id, category, vertex mask)], instances too small to measure) from a
+    segments file (`segIndices`, one per mesh vertex) and its annotation (`segGroups`:
+    objectId, label, segments): ScanNet's aggregation and ScanNet++'s segments_anno alike.
+    `category(label)` names a label's category, None for structure (walls, floor, ...)."""
+    segs = _json(seg_uri, "segIndices")
+    seg_idx = segs.get("segIndices") if isinstance(segs, dict) else None
+    if not isinstance(seg_idx, list) or len(seg_idx) != n_vertices:
+        raise SourceError(f"segIndices has {len(seg_idx) if isinstance(seg_idx, list) else 'no'} entries for {n_vertices} vertices",
+                          file=seg_uri, field="segIndices")
+    seg_idx = np.asarray(seg_idx, np.int64)
+    anno = _json(anno_uri, "segGroups")
+    groups = anno.get("segGroups") if isinstance(anno, dict) else None
+    if not isinstance(groups, list):
+        raise SourceError("no segGroups list", file=anno_uri, field="segGroups")
+    masks, skipped = [], 0
+    for gi, g in enumerate(groups):
+        if not isinstance(g, dict) or not isinstance(g.get("segments"), list) or not isinstance(g.get("label"), str):
+            raise SourceError(f"segGroups[{gi}] lacks label or segments", file=anno_uri, field=f"segGroups[{gi}]")
+        oid = g.get("objectId", g.get("id"))
+        if not isinstance(oid, int) or isinstance(oid, bool):
+            raise SourceError(f"segGroups[{gi}].objectId is {oid!r}, not an integer", file=anno_uri, field=f"segGroups[{gi}].objectId")
+        cat = category(g["label"])
+        if cat is None:
+            continue
+        mask = np.isin(seg_idx, np.asarray(g["segments"], np.int64))
+        if mask.sum() < MIN_VERTICES:
+            skipped += 1
+            continue
+        masks.append((oid, cat, mask))
+    return masks, skipped
+
+
 def read_scene(root: str, k: int, seed: int) -> LoadedScene:
     """The scene folder `root` (local or object storage) with `k` frames sampled by seed."""
     root = root.rstrip("/")
@@ -96,33 +129,11 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
         raise SourceError("mesh is missing", file=ply_uri, field=f"{sid}_vh_clean_2.ply", category="io_error") from None
     verts = geometry.read_ply_vertices(raw, ply_uri)
     verts = verts @ align[:3, :3].T + align[:3, 3]
-    seg_uri = store.join(root, f"{sid}_vh_clean_2.0.010000.segs.json")
-    segs = _json(seg_uri, "segIndices")
-    seg_idx = segs.get("segIndices") if isinstance(segs, dict) else None
-    if not isinstance(seg_idx, list) or len(seg_idx) != len(verts):
-        raise SourceError(f"segIndices has {len(seg_idx) if isinstance(seg_idx, list) else 'no'} entries for {len(verts)} vertices",
-                          file=seg_uri, field="segIndices")
-    seg_idx = np.asarray(seg_idx, np.int64)
-    agg_uri = store.join(root, f"{sid}.aggregation.json")
-    agg = _json(agg_uri, "segGroups")
-    groups = agg.get("segGroups") if isinstance(agg, dict) else None
-    if not isinstance(groups, list):
-        raise SourceError("no segGroups list", file=agg_uri, field="segGroups")
+    masks, skipped = segment_instances(store.join(root, f"{sid}_vh_clean_2.0.010000.segs.json"),
+                                       store.join(root, f"{sid}.aggregation.json"), len(verts), category)
     vert_ids = np.full(len(verts), -1)
-    objects, skipped = [], 0
-    for gi, g in enumerate(groups):
-        if not isinstance(g, dict) or not isinstance(g.get("segments"), list) or not isinstance(g.get("label"), str):
-            raise SourceError(f"segGroups[{gi}] lacks label or segments", file=agg_uri, field=f"segGroups[{gi}]")
-        oid = g.get("objectId", g.get("id"))
-        if not isinstance(oid, int) or isinstance(oid, bool):
-            raise SourceError(f"segGroups[{gi}].objectId is {oid!r}, not an integer", file=agg_uri, field=f"segGroups[{gi}].objectId")
-        cat = category(g["label"])
-        if cat is None:
-            continue
-        mask = np.isin(seg_idx, np.asarray(g["segments"], np.int64))
-        if mask.sum() < MIN_VERTICES:
-            skipped += 1
-            continue
+    objects = []
+    for oid, cat, mask in masks:
         vert_ids[mask] = oid
         c, lengths, axes = geometry.upright_box(verts[mask])
         objects.append(ObjectBox(oid, cat, c, lengths, axes))

@@ -46,7 +46,7 @@ import numpy as np
 
 from pipelines.scenes import geometry
 from pipelines.scenes.meta import FrameView, ObjectBox, SceneMeta
-from pipelines.scenes.scannet import MIN_VERTICES, STRUCTURE, read_depth_mm
+from pipelines.scenes.scannet import STRUCTURE, read_depth_mm, segment_instances
 from pipelines.scenes.scannet import category as scannet_category
 from pipelines.scenes.source import LoadedScene, frame_selection
 from pipelines.sources.base import SourceError
@@ -222,33 +222,8 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
     scans, iphone = store.join(root, "scans"), store.join(root, "iphone")
     mesh_uri = store.join(scans, "mesh_aligned_0.05.ply")
     verts = geometry.read_ply_vertices(_read(mesh_uri, "mesh_aligned_0.05.ply"), mesh_uri)
-    seg_uri = store.join(scans, "segments.json")
-    segs = _json(seg_uri, "segIndices")
-    seg_idx = segs.get("segIndices") if isinstance(segs, dict) else None
-    if not isinstance(seg_idx, list) or len(seg_idx) != len(verts):
-        raise SourceError(f"segIndices has {len(seg_idx) if isinstance(seg_idx, list) else 'no'} entries for {len(verts)} vertices",
-                          file=seg_uri, field="segIndices")
-    seg_idx = np.asarray(seg_idx, np.int64)
-    anno_uri = store.join(scans, "segments_anno.json")
-    anno = _json(anno_uri, "segGroups")
-    groups = anno.get("segGroups") if isinstance(anno, dict) else None
-    if not isinstance(groups, list):
-        raise SourceError("no segGroups list", file=anno_uri, field="segGroups")
-    masks, skipped = [], 0
-    for gi, g in enumerate(groups):
-        if not isinstance(g, dict) or not isinstance(g.get("segments"), list) or not isinstance(g.get("label"), str):
-            raise SourceError(f"segGroups[{gi}] lacks label or segments", file=anno_uri, field=f"segGroups[{gi}]")
-        oid = g.get("objectId", g.get("id"))
-        if not isinstance(oid, int) or isinstance(oid, bool):
-            raise SourceError(f"segGroups[{gi}].objectId is {oid!r}, not an integer", file=anno_uri, field=f"segGroups[{gi}].objectId")
-        cat = category(g["label"])
-        if cat is None:
-            continue
-        mask = np.isin(seg_idx, np.asarray(g["segments"], np.int64))
-        if mask.sum() < MIN_VERTICES:
-            skipped += 1
-            continue
-        masks.append((oid, cat, mask))
+    masks, skipped = segment_instances(store.join(scans, "segments.json"), store.join(scans, "segments_anno.json"), len(verts),
+                                       category)
     vert_ids = np.full(len(verts), -1)
     objects = []
     for oid, _cat, mask in sorted(masks, key=lambda m: -int(m[2].sum())):  # the smallest instance last: it keeps shared vertices
