@@ -159,7 +159,8 @@ def fingerprints(source: str, reader_options: dict, groups, runtime, min_cpus: f
     return [f for part in parts for f in part]
 
 
-def plan_drops(fps: list, dedupe: bool = True, caps: dict[str, int] | None = None, seed: int = 0) -> dict[str, tuple[dict, dict]]:
+def plan_drops(fps: list, dedupe: bool = True, caps: dict[str, int] | None = None, seed: int = 0,
+               benchmark_lists: list[str] | None = None) -> dict[str, tuple[dict, dict]]:
     """Which imported records are left out, decided over all of `fps` (one source, or every
     source of a mixture): benchmark data (always), duplicates (`dedupe`), then, per source, all but
     the `caps[source]` records whose seeded hash of their key is smallest (a uniform sample
@@ -168,7 +169,7 @@ def plan_drops(fps: list, dedupe: bool = True, caps: dict[str, int] | None = Non
     from pipelines.importers.dedupe import Drop, benchmark_drops, find_duplicates, load_benchmarks
     from pipelines.units import seed_for
 
-    excluded = benchmark_drops(fps, load_benchmarks())  # always: benchmark data never enters a build
+    excluded = benchmark_drops(fps, load_benchmarks(benchmark_lists))  # always: benchmark data never enters a build
     dupes = find_duplicates([f for f in fps if f.key not in excluded]) if dedupe else {}
     by_key = {f.key: f for f in fps}
     plans: dict[str, tuple[dict, dict]] = {}
@@ -288,6 +289,7 @@ def config_hash(cfg: BuildConfig, input_uri: str, chosen: dict[str, str]) -> str
         "allow_missing_depth": cfg.allow_missing_depth,
         "dedupe": cfg.dedupe,
         "cap": cfg.cap,
+        "benchmark_lists": cfg.benchmark_lists,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -385,7 +387,7 @@ def _run_build(cfg: BuildConfig, plan: tuple[dict, dict] | None = None) -> Build
             except ClusterTooSmall as e:
                 raise BuildError(f"cannot start: {e}") from e
             record_caps = {cfg.source: cfg.cap} if cfg.cap else {}
-            plan = plan_drops(fps, cfg.dedupe, record_caps, cfg.recipe.seed).get(cfg.source) or _no_drops()
+            plan = plan_drops(fps, cfg.dedupe, record_caps, cfg.recipe.seed, cfg.benchmark_lists).get(cfg.source) or _no_drops()
         unit_reader.drops, dedupe = plan
     committer = GroupCommitter(out, cfg, chash)
     log.info("building %s from %s into %s (%d groups, %d already committed)", cfg.source, input_uri, out, len(groups), len(ledger))

@@ -191,6 +191,7 @@ def build(
     max_error_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="Exit non-zero past this fraction of failed units.")] = 0.05,
     max_samples_per_shard: Annotated[int, typer.Option(min=1, help="Samples per shard at most.")] = 1000,
     episodes_per_partition: Annotated[int | None, typer.Option(min=1, help="Episodes (or imported records) per commit group, the unit of resume; default 16 episodes, 1024 records.")] = None,
+    benchmark_list: Annotated[list[str] | None, typer.Option("--benchmark-list", help="A benchmark exclusion list (JSON; gem-data benchmark-list makes one) kept out besides the shipped ones (repeatable).")] = None,
     dedupe: Annotated[bool, typer.Option("--dedupe/--no-dedupe", help="Imported datasets: drop duplicate records (benchmark data is kept out either way).")] = True,
     no_depth: Annotated[bool, typer.Option("--no-depth", help="Imported datasets: build without depth where the source ships none (GEM's loader needs depth).")] = False,
     num_cpus: Annotated[int | None, typer.Option(min=1, help="Logical CPUs of the embedded Ray.")] = None,
@@ -208,7 +209,7 @@ def build(
         common = dict(
             backends=backends, backend_params=settings, stage_backends=_parse_overrides(stage or []), ray_address=ray_address,
             max_error_rate=max_error_rate, shards={"max_samples": max_samples_per_shard}, num_cpus=num_cpus,
-            episodes_per_partition=episodes_per_partition, allow_missing_depth=no_depth, dedupe=dedupe, metrics_port=metrics_port,
+            episodes_per_partition=episodes_per_partition, allow_missing_depth=no_depth, dedupe=dedupe, benchmark_lists=benchmark_list or [], metrics_port=metrics_port,
             mode="local" if local else "ray", progress=progress and sys.stderr.isatty(),
         )
         the_recipe = load_recipe(recipe)
@@ -414,6 +415,28 @@ def unpack(
     except SourceError as e:
         _fail(str(e), 1)
     console.print(escape(f"unpacked {total} files from {len(groups)} archives into {out}"))
+
+
+@app.command("benchmark-list")
+def benchmark_list(
+    name: Annotated[str, typer.Option(help="The benchmark's name, as report.json will count it.")],
+    images: Annotated[str, typer.Option(help="A folder (local or object store) of the benchmark's images.")],
+    out: Annotated[Path, typer.Option(help="The list to write (JSON); pass it to build as --benchmark-list.")],
+) -> None:
+    """Make a benchmark exclusion list from a benchmark's images (their pHashes), for benchmarks
+    whose lists do not ship (their files are not where this tool was built)."""
+    from pipelines.importers.dedupe import benchmark_list as make
+    from shards import store
+
+    files = [f for f in store.list_files(images.rstrip("/")) if f.lower().endswith((".jpg", ".jpeg", ".png"))]
+    if not files:
+        _fail(f"no .jpg or .png images at {images}")
+    try:
+        doc = make(name, [(f, store.read_bytes(f)) for f in files], source=images)
+    except ValueError as e:
+        _fail(str(e))
+    out.write_text(json.dumps(doc, indent=1))
+    console.print(escape(f"{len(doc['phash'])} images of {name} -> {out}; pass it to build as --benchmark-list {out}"))
 
 
 @app.command("depth-sample")

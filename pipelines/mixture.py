@@ -101,7 +101,7 @@ def _plan(recipe: Recipe, entries, cfgs, common, owns_ray: bool) -> dict:
     _release_ray(owns_ray)
     caps = {e.source: e.cap for _, e in imported if e.cap}
     dedupe = all(cfgs[e.source].dedupe for _, e in imported)
-    return plan_drops(fps, dedupe, caps, recipe.seed)
+    return plan_drops(fps, dedupe, caps, recipe.seed, common.get("benchmark_lists"))
 
 
 def _release_ray(owns_ray: bool) -> None:

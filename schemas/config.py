@@ -163,6 +163,8 @@ class BuildConfig(_Strict):
                                                "default 16 episodes, 1024 records")
     cap: int | None = Field(default=None, ge=1, description="at most this many records (imported: a seeded sample; "
                             "robot sources: the first episodes)")
+    benchmark_lists: list[str] = Field(default_factory=list, description="more benchmark exclusion lists (JSON files, as "
+                                       "pipelines/importers/benchmarks/ holds), beside the shipped ones")
     dedupe: bool = Field(default=True, description="imported datasets: drop duplicate records and evaluation-benchmark data "
                          "(pipelines/importers/dedupe.py states the rule)")
     allow_missing_depth: bool = Field(default=False, description="build an imported dataset without depth (GEM's loader needs depth; "

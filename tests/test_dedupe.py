@@ -96,3 +96,26 @@ def test_a_build_drops_duplicates_and_records_each(tmp_path):
     assert len(dup) == 1 and dup[0]["episode_id"] == "zz-copy" and rows[0]["id"] in dup[0]["message"]
     res2 = run_build(BuildConfig(output=str(tmp_path / "out2"), dedupe=False, **cfg))
     assert res2.manifest.samples == 7 and res2.report["dedupe"]["duplicates"] == 0
+
+
+def test_a_users_benchmark_list_from_images_keeps_those_images_out(tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.build import run_build
+    from pipelines.cli import app
+    from schemas import BuildConfig
+
+    root = tmp_path / "in"
+    write_sample("robopoint", root, records=8)
+    rows = json.loads((root / "robopoint_1432k.json").read_text())
+    bench = tmp_path / "bench-images"
+    bench.mkdir()
+    # the benchmark's copy of record 0's image, re-encoded as its publisher might have
+    (bench / "0001.jpg").write_bytes(encode_jpeg(decode_image((root / "images" / rows[0]["image"]).read_bytes()), 92))
+    res = CliRunner().invoke(app, ["benchmark-list", "--name", "where2place", "--images", str(bench), "--out", str(tmp_path / "w2p.json")])
+    assert res.exit_code == 0, res.output
+    cfg = dict(source="robopoint", input=str(root), backends="cpu", mode="local", progress=False, allow_missing_depth=True)
+    out = run_build(BuildConfig(output=str(tmp_path / "out"), benchmark_lists=[str(tmp_path / "w2p.json")], **cfg))
+    assert out.report["dedupe"]["benchmarks"] == {"where2place": 1} and out.manifest.samples == 5
+    errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
+    assert [e["episode_id"] for e in errors if e["category"] == "benchmark"] == [rows[0]["id"]]

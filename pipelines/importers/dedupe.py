@@ -162,14 +162,22 @@ class Benchmark:
     splits: dict  # source -> its splits that are this benchmark (RoboRefIt's testA, testB)
 
 
-def load_benchmarks(folder: Path = BENCHMARKS) -> list[Benchmark]:
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        doc = json.loads(path.read_text())
-        out.append(Benchmark(doc["benchmark"], frozenset(doc.get("applies_to", [])), frozenset(map(str, doc.get("ids", []))),
-                             frozenset(map(str, doc.get("scenes", []))), tuple(int(h, 16) for h in doc.get("phash", [])),
-                             {k: frozenset(v) for k, v in doc.get("splits", {}).items()}))
-    return out
+def load_benchmarks(extra: list[str] | None = None, folder: Path = BENCHMARKS) -> list[Benchmark]:
+    """The lists that ship in `benchmarks/`, and the user's own (`--benchmark-list FILE`,
+    e.g. made by `gem-data benchmark-list` from a benchmark's images)."""
+    from shards import store
+
+    docs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    docs += [json.loads(store.read_bytes(uri)) for uri in extra or []]
+    return [Benchmark(doc["benchmark"], frozenset(doc.get("applies_to", [])), frozenset(map(str, doc.get("ids", []))),
+                      frozenset(map(str, doc.get("scenes", []))), tuple(int(h, 16) for h in doc.get("phash", [])),
+                      {k: frozenset(v) for k, v in doc.get("splits", {}).items()}) for doc in docs]
+
+
+def benchmark_list(name: str, images: list[tuple[str, bytes]], what: str = "", source: str = "") -> dict:
+    """A benchmark list (the shipped lists' format) of the pHashes of `images` ((name, bytes) pairs)."""
+    return {"benchmark": name, "what": what or f"{len(images)} images of {name}", "source": source, "applies_to": [],
+            "ids": [], "scenes": [], "phash": [f"{phash(data, n):016x}" for n, data in images]}
 
 
 def benchmark_drops(fps: list[Fingerprint], benchmarks: list[Benchmark], max_distance: int = MAX_DISTANCE) -> dict[str, Drop]:
