@@ -70,6 +70,8 @@ class SpatialRecipe(_Strict):
     distance_margin_m: float = Field(default=0.03, ge=0, description="'which is closer': the two distances differ by at least this...")
     distance_margin_rel: float = Field(default=0.1, ge=0, description="...and by at least this share of the nearer one")
     direction_margin_m: float = Field(default=0.03, ge=0, description="left/right, above/below: centres apart by at least this along the axis")
+    min_pair_distance_m: float = Field(default=0.05, ge=0, description="'distance between': not asked of objects whose centres are "
+                                       "closer than this (one inside or on top of the other: a question without a useful answer)")
     min_moved_m: float = Field(default=0.02, ge=0, description="'how far did it move': asked when the object moved at least this far")
     allow_assumed_focal: bool = Field(default=False, description="use a depth model's assumed field of view when the source has no intrinsics")
 

@@ -167,7 +167,7 @@ def check_metric(item: dict, sp) -> tuple[Intrinsics, str]:
 def params(sp, basis: str) -> dict:
     """The thresholds a spatial sample was made under (its provenance)."""
     keys = ("min_mask_pixels", "min_mask_score", "erode_px", "min_depth_coverage", "depth_outlier_m", "extent_percentiles",
-            "distance_margin_m", "distance_margin_rel", "direction_margin_m", "min_moved_m")
+            "distance_margin_m", "distance_margin_rel", "direction_margin_m", "min_pair_distance_m", "min_moved_m")
     out = {k: getattr(sp, k) for k in keys}
     out["extent_percentiles"] = list(out["extent_percentiles"])
     out["intrinsics"] = basis
@@ -290,8 +290,11 @@ def frame_samples(item: dict, recipe) -> tuple[list[SampleFiles], dict]:
         t = _truth_of(truth, name)
         numeric("width", t["width_m"] if t else None, round(float(g.extent[0]) * 100) / 100)
     pairs = [(i, j) for i in range(len(objs)) for j in range(i + 1, len(objs))]
-    if "object_distance" in qs:
-        i, j = pairs[seed_for(ps, uid, "pairdist") % len(pairs)]
+    apart = [(i, j) for i, j in pairs if np.linalg.norm(objs[i][1].centre - objs[j][1].centre) >= sp.min_pair_distance_m]
+    if "object_distance" in qs and not apart:
+        ambiguous["pairdist"] = ambiguous.get("pairdist", 0) + 1  # every pair nested or stacked
+    if "object_distance" in qs and apart:
+        i, j = apart[seed_for(ps, uid, "pairdist") % len(apart)]
         (a, ga), (b, gb) = objs[i], objs[j]
         d = float(np.linalg.norm(ga.centre - gb.centre))
         q = _pick(T.SPATIAL_PAIR_DISTANCE, ps, uid, "pairdist-q").format(a=a, b=b)
