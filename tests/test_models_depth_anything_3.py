@@ -33,7 +33,11 @@ def test_da3_images_of_one_call_are_independent(small):
     a, b = _images()
     both = da3.estimate([a, b])
     alone_a, alone_b = da3.estimate([a])[0], da3.estimate([b])[0]
-    assert np.array_equal(both[0].metres, alone_a.metres) and np.array_equal(both[1].metres, alone_b.metres)
+    # to float rounding: CPU kernels may sum in another order from run to run (seen once in CI
+    # under load); coupled views would differ by far more
+    for got, want in ((both[0], alone_a), (both[1], alone_b)):
+        diff = float(np.abs(got.metres - want.metres).max())
+        assert np.allclose(got.metres, want.metres, rtol=1e-5, atol=1e-6), f"max difference {diff}"
     assert both[0].metres.shape == (120, 160) and both[1].metres.shape == (90, 160)
     assert both[0].metres.dtype == np.float32 and (both[0].metres >= 0).all() and (both[0].metres > 0).any()
     assert not both[0].metric and both[0].focal_basis is None  # da3-small: relative depth
