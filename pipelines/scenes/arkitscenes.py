@@ -38,7 +38,7 @@ import numpy as np
 from pipelines.scenes import geometry
 from pipelines.scenes.meta import FrameView, ObjectBox, SceneMeta
 from pipelines.scenes.scannet import read_depth_mm
-from pipelines.scenes.source import LoadedScene, frame_selection
+from pipelines.scenes.source import LoadedScene, frame_selection, read_file
 from pipelines.sources.base import SourceError
 from shards import store
 
@@ -49,13 +49,6 @@ FPS = 30
 def category(label: str) -> str:
     lab = " ".join(str(label).lower().replace("_", " ").split())
     return ALIASES.get(lab, lab)
-
-
-def _read(uri: str, field: str) -> bytes:
-    try:
-        return store.read_bytes(uri)
-    except (store.NotFound, FileNotFoundError):
-        raise SourceError(f"{uri.rsplit('/', 1)[-1]} is missing", file=uri, field=field, category="io_error") from None
 
 
 def parse_annotation(data: bytes, file: str) -> list[ObjectBox]:
@@ -114,7 +107,7 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
     root = root.rstrip("/")
     vid = root.rsplit("/", 1)[-1]
     ann_uri = store.join(root, f"{vid}_3dod_annotation.json")
-    objects = parse_annotation(_read(ann_uri, "annotation"), ann_uri)
+    objects = parse_annotation(read_file(ann_uri, "annotation"), ann_uri)
     fdir = store.join(root, f"{vid}_frames")
     pat = re.compile(rf"/lowres_wide/{re.escape(vid)}_(\d+\.\d+)\.png$")
     stamps = sorted((float(m.group(1)), m.group(1), f) for f in store.list_files(store.join(fdir, "lowres_wide"))
@@ -122,7 +115,7 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
     if not stamps:
         raise SourceError("no colour frames (lowres_wide/<video_id>_<ts>.png)", file=store.join(fdir, "lowres_wide"), field="lowres_wide")
     traj_uri = store.join(fdir, "lowres_wide.traj")
-    poses = parse_traj(_read(traj_uri, "lowres_wide.traj").decode("utf-8", "replace"), traj_uri)
+    poses = parse_traj(read_file(traj_uri, "lowres_wide.traj").decode("utf-8", "replace"), traj_uri)
     keys = np.array(sorted(poses))
     picks, policy = frame_selection(len(stamps), k, seed)
     label = geometry.box_labeller(objects)
@@ -147,7 +140,7 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
         if kk is None:
             raise SourceError(f"no intrinsics for frame {name}", file=store.join(fdir, "lowres_wide_intrinsics", f"{vid}_{name}.pincam"),
                               field="lowres_wide_intrinsics", category="io_error")
-        img = checked_image(_read(curi, "lowres_wide"), curi, "lowres_wide")
+        img = checked_image(read_file(curi, "lowres_wide"), curi, "lowres_wide")
         wh = size_of(img, curi, "lowres_wide")
         depth = read_depth_mm(store.join(fdir, "lowres_depth", f"{vid}_{name}.png"))
         # the depth camera is the colour camera at the depth's resolution

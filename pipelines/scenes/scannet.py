@@ -27,14 +27,13 @@ vertex (5 cm), in colour-image pixels."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 
 from pipelines.scenes import geometry
 from pipelines.scenes.meta import FrameView, ObjectBox, SceneMeta
-from pipelines.scenes.source import LoadedScene, frame_selection
+from pipelines.scenes.source import LoadedScene, frame_selection, read_file, read_json
 from pipelines.sources.base import SourceError
 from shards import store
 
@@ -66,17 +65,7 @@ def _frame_numbers(files: list[str], folder: str, ext: str) -> dict[int, str]:
 
 
 def _text(uri: str, field: str) -> str:
-    try:
-        return store.read_bytes(uri).decode("utf-8", "replace")
-    except (store.NotFound, FileNotFoundError):
-        raise SourceError(f"{uri.rsplit('/', 1)[-1]} is missing", file=uri, field=field, category="io_error") from None
-
-
-def _json(uri: str, field: str):
-    try:
-        return json.loads(_text(uri, field))
-    except json.JSONDecodeError as e:
-        raise SourceError(f"not JSON: {e}", file=uri, field=field) from None
+    return read_file(uri, field).decode("utf-8", "replace")
 
 
 def segment_instances(seg_uri: str, anno_uri: str, n_vertices: int, category) -> tuple[list, int]:
@@ -84,13 +73,13 @@ def segment_instances(seg_uri: str, anno_uri: str, n_vertices: int, category) ->
     segments file (`segIndices`, one per mesh vertex) and its annotation (`segGroups`:
     objectId, label, segments): ScanNet's aggregation and ScanNet++'s segments_anno alike.
     `category(label)` names a label's category, None for structure (walls, floor, ...)."""
-    segs = _json(seg_uri, "segIndices")
+    segs = read_json(seg_uri, "segIndices")
     seg_idx = segs.get("segIndices") if isinstance(segs, dict) else None
     if not isinstance(seg_idx, list) or len(seg_idx) != n_vertices:
         raise SourceError(f"segIndices has {len(seg_idx) if isinstance(seg_idx, list) else 'no'} entries for {n_vertices} vertices",
                           file=seg_uri, field="segIndices")
     seg_idx = np.asarray(seg_idx, np.int64)
-    anno = _json(anno_uri, "segGroups")
+    anno = read_json(anno_uri, "segGroups")
     groups = anno.get("segGroups") if isinstance(anno, dict) else None
     if not isinstance(groups, list):
         raise SourceError("no segGroups list", file=anno_uri, field="segGroups")

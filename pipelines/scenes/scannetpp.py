@@ -38,7 +38,6 @@ annotates overlaps) belongs to the smallest, as semantic/transforms/mesh.py keep
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 
@@ -48,7 +47,7 @@ from pipelines.scenes import geometry
 from pipelines.scenes.meta import FrameView, ObjectBox, SceneMeta
 from pipelines.scenes.scannet import STRUCTURE, read_depth_mm, segment_instances
 from pipelines.scenes.scannet import category as scannet_category
-from pipelines.scenes.source import LoadedScene, frame_selection
+from pipelines.scenes.source import LoadedScene, frame_selection, read_file, read_json
 from pipelines.sources.base import SourceError
 from shards import store
 
@@ -63,20 +62,6 @@ def category(label: str) -> str | None:
     if lab in EXTRA_STRUCTURE or lab in STRUCTURE:
         return None
     return scannet_category(lab)
-
-
-def _read(uri: str, field: str) -> bytes:
-    try:
-        return store.read_bytes(uri)
-    except (store.NotFound, FileNotFoundError):
-        raise SourceError(f"{uri.rsplit('/', 1)[-1]} is missing", file=uri, field=field, category="io_error") from None
-
-
-def _json(uri: str, field: str):
-    try:
-        return json.loads(_read(uri, field))
-    except json.JSONDecodeError as e:
-        raise SourceError(f"not JSON: {e}", file=uri, field=field) from None
 
 
 def lz4_block_decompress(src: bytes, size: int) -> bytes:
@@ -221,7 +206,7 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
     sid = root.rsplit("/", 1)[-1]
     scans, iphone = store.join(root, "scans"), store.join(root, "iphone")
     mesh_uri = store.join(scans, "mesh_aligned_0.05.ply")
-    verts = geometry.read_ply_vertices(_read(mesh_uri, "mesh_aligned_0.05.ply"), mesh_uri)
+    verts = geometry.read_ply_vertices(read_file(mesh_uri, "mesh_aligned_0.05.ply"), mesh_uri)
     masks, skipped = segment_instances(store.join(scans, "segments.json"), store.join(scans, "segments_anno.json"), len(verts),
                                        category)
     vert_ids = np.full(len(verts), -1)
@@ -236,7 +221,7 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
 
     # frames
     pose_uri = store.join(iphone, "pose_intrinsic_imu.json")
-    poses = _json(pose_uri, "pose_intrinsic_imu.json")
+    poses = read_json(pose_uri, "pose_intrinsic_imu.json")
     if not isinstance(poses, dict):
         raise SourceError("not an object of frames", file=pose_uri, field="pose_intrinsic_imu.json")
     pose_frames = sorted(int(m.group(1)) for key in poses if (m := _FRAME.match(str(key))))
@@ -271,7 +256,7 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
         chosen.append((i, pose, kc))
     policy["dropped_without_pose"] = dropped
     if extracted:
-        images = {i: _read(extracted[i], "iphone/rgb") for i, _, _ in chosen}
+        images = {i: read_file(extracted[i], "iphone/rgb") for i, _, _ in chosen}
         depth_dir = store.join(iphone, "depth")
         depth_pngs = {i: store.join(depth_dir, f"frame_{i:06d}.png") for i, _, _ in chosen}
         if chosen and not store.exists(depth_pngs[chosen[0][0]]) and store.exists(store.join(iphone, "depth.bin")):

@@ -4,6 +4,7 @@ the scene's own depth as the project's 16-bit millimetre PNG at the colour image
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,6 +12,8 @@ import numpy as np
 from pipelines.importers.base import Record
 from pipelines.importers.media import frame_policy
 from pipelines.scenes.meta import SceneMeta
+from pipelines.sources.base import SourceError
+from shards import store
 
 FRAMES_PER_SCENE = 32
 
@@ -66,3 +69,18 @@ def scene_records(source: str, scene: LoadedScene, seed: int, per_type: int) -> 
                     "question": q.params},
             file=scene.file))
     return out, filtered
+
+
+def read_file(uri: str, field: str) -> bytes:
+    """A scene file's bytes, or an io_error naming the missing file and the field it holds."""
+    try:
+        return store.read_bytes(uri)
+    except (store.NotFound, FileNotFoundError):
+        raise SourceError(f"{uri.rsplit('/', 1)[-1]} is missing", file=uri, field=field, category="io_error") from None
+
+
+def read_json(uri: str, field: str):
+    try:
+        return json.loads(read_file(uri, field))
+    except json.JSONDecodeError as e:
+        raise SourceError(f"not JSON: {e}", file=uri, field=field) from None
