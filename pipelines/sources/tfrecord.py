@@ -158,24 +158,31 @@ def encode_example(features: dict[str, Feature]) -> bytes:
 def decode_example(data: bytes) -> dict[str, Feature]:
     """Parse `tf.train.Example` bytes into {key: list[bytes] | float32 array | int64 array}."""
     out: dict[str, Feature] = {}
-    view = memoryview(data)
-    for field, wire, features in _iter_fields(view):
-        if field != 1 or wire != 2:
-            continue
-        for f2, w2, entry in _iter_fields(features):
-            if f2 != 1 or w2 != 2:
-                continue
-            key = None
-            feat = None
-            for f3, w3, v in _iter_fields(entry):
-                if f3 == 1 and w3 == 2:
-                    key = bytes(v).decode("utf-8")
-                elif f3 == 2 and w3 == 2:
-                    feat = v
-            if key is None:
-                raise RecordError("feature map entry without a key", "protobuf")
-            out[key] = _decode_feature(key, feat if feat is not None else memoryview(b""))
+    for field, wire, features in _iter_fields(memoryview(data)):
+        if field == 1 and wire == 2:
+            out.update(_features(features))
     return out
+
+
+def _map_entries(buf: memoryview, what: str) -> Iterator[tuple[str, memoryview]]:
+    """(key, value) of a protobuf `map<string, message>` field 1 (Features, FeatureLists)."""
+    for f2, w2, entry in _iter_fields(buf):
+        if f2 != 1 or w2 != 2:
+            continue
+        key, value = None, memoryview(b"")
+        for f3, w3, v in _iter_fields(entry):
+            if f3 == 1 and w3 == 2:
+                key = bytes(v).decode("utf-8")
+            elif f3 == 2 and w3 == 2:
+                value = v
+        if key is None:
+            raise RecordError(f"{what} map entry without a key", "protobuf")
+        yield key, value
+
+
+def _features(buf: memoryview) -> dict[str, Feature]:
+    """A `Features` message: {key: feature}."""
+    return {key: _decode_feature(key, feat) for key, feat in _map_entries(buf, "feature")}
 
 
 def _decode_feature(key: str, buf: memoryview) -> Feature:
@@ -221,24 +228,10 @@ def decode_sequence_example(data: bytes) -> tuple[dict[str, Feature], dict[str, 
         if wire != 2:
             continue
         if field == 1:  # Features: the same message as Example's field 1 holds
-            context.update(decode_example(_ld(1, bytes(payload))))
+            context.update(_features(payload))
         elif field == 2:
-            for f2, w2, entry in _iter_fields(payload):
-                if f2 != 1 or w2 != 2:
-                    continue
-                key, flist = None, None
-                for f3, w3, v in _iter_fields(entry):
-                    if f3 == 1 and w3 == 2:
-                        key = bytes(v).decode("utf-8")
-                    elif f3 == 2 and w3 == 2:
-                        flist = v
-                if key is None:
-                    raise RecordError("feature list map entry without a key", "protobuf")
-                items = []
-                for f4, w4, feat in _iter_fields(flist if flist is not None else memoryview(b"")):
-                    if f4 == 1 and w4 == 2:
-                        items.append(_decode_feature(key, feat))
-                lists[key] = items
+            for key, flist in _map_entries(payload, "feature list"):
+                lists[key] = [_decode_feature(key, feat) for f4, w4, feat in _iter_fields(flist) if f4 == 1 and w4 == 2]
     return context, lists
 
 
