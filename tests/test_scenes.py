@@ -139,6 +139,14 @@ def test_bad_files_are_named_errors(tmp_path):
         arkitscenes.read_scene(str(vid), 4, 0)
     assert e.value.field == "data[1].segments.obbAligned.normalizedAxes"
     doc["data"][1]["segments"]["obbAligned"]["normalizedAxes"] = np.eye(3).ravel().tolist()
+    # a box with only "obb" (other numbers than obbAligned in real files) is not read as one
+    aligned = doc["data"][2]["segments"].pop("obbAligned")
+    doc["data"][2]["segments"]["obb"] = aligned
+    ann.write_text(json.dumps(doc))
+    with pytest.raises(SourceError) as e:
+        arkitscenes.read_scene(str(vid), 4, 0)
+    assert e.value.field == "data[2].segments.obbAligned"
+    doc["data"][2]["segments"]["obbAligned"] = aligned
     ann.write_text(json.dumps(doc))
     traj = vid / f"{vid.name}_frames" / "lowres_wide.traj"
     traj.write_text(traj.read_text().replace("\n", " 1\n", 1))

@@ -20,6 +20,8 @@ scale), show_3d_bbox_annotation.py and utils/box_utils.py `compute_box_3d` (boxe
   (compute_box_3d: corners = R^T @ local), the convention of `ObjectBox`; axesLengths are
   full lengths. VSI-Bench's released meta_info agrees: its min/max are reproduced from
   centroid/axesLengths with the rows as axes (error 0), not the columns (up to 0.10 m).
+- Only `obbAligned` is read (as tenFpsDataLoader `extract_gt` and show_3d_bbox_annotation.py
+  do); the `obb` beside it holds other values (ARKitScenes issue #70) and is never a fallback.
 - The annotation's world frame is z up (VSI-Bench's ARKitScenes boxes rotate about z).
 - The frame index of a frame is its time since the first frame at 30 fps (the video
   VSI-Bench samples is ARKit's 30 fps capture; lowres frames are a subset of it).
@@ -63,7 +65,9 @@ def parse_annotation(data: bytes, file: str) -> list[ObjectBox]:
     out = []
     for i, d in enumerate(doc["data"]):
         seg = d.get("segments") if isinstance(d, dict) else None
-        obb = (seg or {}).get("obbAligned") or (seg or {}).get("obb") if isinstance(seg, dict) else None
+        # only obbAligned: the official loaders read nothing else, and a file's "obb" is a
+        # different box (ARKitScenes issue #70: "totally different" values)
+        obb = seg.get("obbAligned") if isinstance(seg, dict) else None
         if not isinstance(obb, dict) or not isinstance(d.get("label"), str):
             raise SourceError(f"data[{i}] has no label or segments.obbAligned", file=file, field=f"data[{i}].segments.obbAligned")
         try:

@@ -26,6 +26,12 @@ SIZE = (160, 120, 130.0)
 BENCHMARK_SCENE = "41069025"  # one of VSI-Bench's ARKitScenes validation videos
 
 
+def other_frame(obb: dict) -> dict:
+    """What a real file's `obb` beside `obbAligned` is like: the same box in other numbers
+    (here centimetres), so that a reader taking one for the other fails the tests."""
+    return {k: ([v * 100 for v in val] if k != "normalizedAxes" else val) for k, val in obb.items()}
+
+
 def write(out: Path, seed: int, records: int) -> dict:
     rng = np.random.default_rng(seed + 17)
     expected: dict = {}
@@ -44,7 +50,7 @@ def write(out: Path, seed: int, records: int) -> dict:
             if records >= 4 and s == 3 and t.instance_id == 0:
                 del obb["centroid"]
             data.append({"uid": f"{vid}-{t.instance_id:03d}", "label": "tv_monitor" if t.category == "tv" else t.category,
-                         "objectId": t.instance_id, "segments": {"obbAligned": obb, "obb": obb}, "attributes": {}})
+                         "objectId": t.instance_id, "segments": {"obbAligned": obb, "obb": other_frame(obb)}, "attributes": {}})
         (d / f"{vid}_3dod_annotation.json").write_text(json.dumps({"data": data, "skipped": False, "stats": {}, "comment": ""}))
         verts, cols, faces, base = [], [], [], 0
         for label, iid, v, f in rooms.room_patches(room, 0.1):
