@@ -252,6 +252,43 @@ def _robovqa_file(path: Path, videos: list[tuple[list[bytes], str]], context: di
     w.close()
 
 
+# One released `texts[0]` of RoboVQA, as quoted in a third-party survey note (found by the
+# code search; the note names gs://anon_robovqa): seven tasks, binary answers in tags.
+RELEASED_TEXT = (
+    '<task:affordance:discriminative:discrete:True>\n'
+    'put packet on the table Q: possible right now? <PRED>A: <PRED:ANSWER><PRED:DISCRETE><PRED:BINARY>yes</PRED:BINARY></PRED:DISCRETE></PRED:ANSWER>\n'
+    '</PRED><task:future_prediction:freeform>\n'
+    'Q: what is likely to happen next? <PRED>A: put packet on the table\n'
+    '</PRED><task:affordance:generative:positive:freeform>\n'
+    'Q: what action is possible right now? <PRED>A: put packet on the table\n'
+    '</PRED><task:success:discrete:False>\n'
+    'put packet on the table Q: satisfied? <PRED>A: <PRED:ANSWER><PRED:DISCRETE><PRED:BINARY>no</PRED:BINARY></PRED:DISCRETE></PRED:ANSWER>\n'
+    '</PRED><task:planning:freeform>\n'
+    'current goal is: please place all the chips on the counter and close the top drawer Q: immediate next step? <PRED>A: put packet on the table\n'
+    '</PRED><task:immediate_planning_with_context20:freeform>\n'
+    'current goal is: please place all the chips on the counter and close the top drawer. last 20 steps: 1- put packet on the table Q: immediate next step? <PRED>A: put packet on the table\n'
+    '</PRED><task:remaining5_planning_with_context20:freeform>\n'
+    'current goal is: please place all the chips on the counter and close the top drawer. last 20 steps: 1- put packet on the table Q: next 5 steps? <PRED>A: 1- put packet on the table 2- put packet on the table 3- put packet on the table 4- put packet on the table 5- put packet on the table\n'
+    '</PRED>\n'
+)
+
+
+def test_robovqa_released_text_splits_into_its_seven_tasks():
+    from pipelines.importers.robovqa import question_answer, split_tasks, task_type
+
+    tasks = split_tasks(RELEASED_TEXT)
+    assert len(tasks) == 7
+    qa = [question_answer(t) for _, t in tasks]
+    assert qa[0] == ("put packet on the table Q: possible right now?", "yes")
+    assert qa[3] == ("put packet on the table Q: satisfied?", "no")
+    assert qa[6][1].startswith("1- put packet on the table 2-") and qa[6][0].endswith("Q: next 5 steps?")
+    assert all("<" not in q + a for q, a in qa)
+    # the tag of a binary task ends in its answer: the recorded type must not carry it
+    types = [task_type(t) for t, _ in tasks]
+    assert types[0] == "affordance:discriminative:discrete" and types[3] == "success:discrete"
+    assert not any("true" in t.lower() or "false" in t.lower() for t in types)
+
+
 def test_robovqa_text_is_split_as_the_colab_does():
     from pipelines.importers.robovqa import question_answer, split_tasks, task_type
 

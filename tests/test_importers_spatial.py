@@ -211,6 +211,13 @@ def test_scene_names_from_paths():
     assert scene_of("arkitscenes/videos/41069025.mp4") == "41069025"
     assert scene_of("scannetppv2/videos/0a5c013435.mp4") == "0a5c013435"
     assert scene_of("hypersim/ai_001_002/frame_00001234.jpg") == "ai_001_002"  # 8 digits outside ARKitScenes: not a scene id
+    # paths as the real vsi_590k.jsonl and ViCA's notebook spell them (no videos/ folder)
+    assert scene_of("scannet/scene0191_00.mp4") == "scene0191_00"
+    assert scene_of("arkitscenes/47115148.mp4") == "47115148"
+    assert scene_of("s3dis/area_1/Area_1_conferenceRoom_1.mp4") == "Area_1_conferenceRoom_1"
+    # robot frames straight under robotics/ are not one scene
+    assert scene_of("robotics/agibot_685462_head_right_fisheye_color_0010.jpg") != \
+        scene_of("robotics/agibot_ea949482_videos_head_right_fisheye_color_0a1dbf_0100.jpg")
 
 
 @pytest.mark.parametrize("answer, task", [("B", "spatial_choice"), ("3", "spatial_numeric"), ("2.5", "spatial_numeric"),

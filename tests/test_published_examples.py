@@ -143,3 +143,70 @@ def test_depth_of_another_size_than_the_published_image_is_named(tmp_path):
     small.save(tmp_path / "final_dataset/train/depth/0003000.png")
     records, failures = read_all("roborefit", tmp_path)
     assert records == {} and "320x240" in str(failures["train#0"]) and failures["train#0"].field == "depth_path"
+
+
+def test_every_qa_file_spar_indexes_maps_to_its_images_root_and_a_known_format(tmp_path):
+    from pipelines.importers.spar import FORMATS, SparImporter, file_options
+
+    listed = {}
+    for index in sorted((PUBLISHED / "spar_data_jsons").glob("*.json")):
+        for entry in json.loads(index.read_text()).values():
+            listed[entry["annotation"]] = entry["root"]
+    assert len(listed) == 208
+    for annotation, root in listed.items():
+        opt = dict(file_options(annotation))
+        assert opt["media"] == root and opt["fmt"] in FORMATS, annotation
+    # a directory holding those files is read whole: every listed file, the judge ones too
+    for annotation in listed:
+        (tmp_path / annotation).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / annotation).write_text("")
+    found = SparImporter()._files(str(tmp_path))
+    assert sorted(f[len(str(tmp_path)) + 1:] for f in found) == sorted(listed)
+    assert sum("/judge/" in f for f in found) == 4
+
+
+@pytest.fixture
+def vica_release(tmp_path) -> Path:
+    """ViCA-322K's 37 files as the authors' notebook lists them, each holding the record it prints."""
+    from pipelines.synthetic.mixture.vsi590k import video
+
+    record = json.loads((PUBLISHED / "vica_notebook/record.json").read_text())
+    files = json.loads((PUBLISHED / "vica_notebook/files.json").read_text())
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(json.dumps([record, record]))
+    clip = tmp_path / "video" / record["video"]
+    clip.parent.mkdir(parents=True)
+    clip.write_bytes(video(np.random.default_rng(0), 40))
+    return tmp_path
+
+
+def test_vica_release_layout_reads_every_file_with_ids_unique_across_sources(vica_release):
+    files = json.loads((PUBLISHED / "vica_notebook/files.json").read_text())
+    assert len(files) == 37
+    records, failures = read_all("vica", vica_release, per_partition=50)  # read_all fails on an id read twice
+    assert failures == {} and len(records) == 2 * len(files)
+    assert "arkitscenes/base/object_count.json#0" in records and "scannet/base/object_count.json#0" in records
+    r = records["scannetpp/complex/usage.json#1"]
+    assert r.params["vica_source"] == "scannetpp" and r.params["vica_group"] == "complex" and r.params["scene"] == "47115148"
+    assert r.turns[0][1].count("<image>") == len(r.images) == 32
+    assert r.turns[0][1].endswith("Could you provide details about the geometric relationship among stove, fireplace, and table?")
+    assert r.task == "spatial_open"
+
+
+def test_mindcube_quoted_record_becomes_a_two_view_choice(tmp_path):
+    from pipelines.synthetic.codec import encode_jpeg
+
+    record = json.loads((PUBLISHED / "mindcube_record/record.json").read_text())
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "MindCube_train.jsonl").write_text(json.dumps(record) + "\n")
+    for rel in record["images"]:
+        (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / rel).write_bytes(encode_jpeg(np.full((24, 32, 3), 128, np.uint8), 90))
+    records, failures = read_all("mindcube", raw / "MindCube_train.jsonl")
+    assert failures == {}
+    r = records["among_group002_q0_1_1"]
+    assert r.task == "spatial_choice" and len(r.images) == 2
+    assert r.turns[1] == ("gpt", "C")
+    assert r.turns[0][1].startswith("<image>\n<image>\n" + record["question"])

@@ -35,10 +35,11 @@ def partitions(name: str, files: list[tuple[str, tuple]], per_partition: int | N
     return parts
 
 
-def records(partition: Partition) -> Iterator[tuple[str, object]]:
-    """(record id, record or SourceError) of a partition's lines."""
+def records(partition: Partition, fname: str | None = None) -> Iterator[tuple[str, object]]:
+    """(record id, record or SourceError) of a partition's lines; a line without an `id` is
+    `{fname}#{byte offset}`, fname the file's name unless given."""
     opt = dict(partition.options)
-    fname = partition.uri.rsplit("/", 1)[-1]
+    fname = fname or partition.uri.rsplit("/", 1)[-1]
     for at, doc in iter_jsonl(partition.uri, opt["start"], opt["end"]):
         rid = doc.get("id") if isinstance(doc, dict) else None
         yield (str(rid) if rid not in (None, "") else f"{fname}#{at}", doc)

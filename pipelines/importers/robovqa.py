@@ -61,8 +61,11 @@ def question_answer(task: str) -> tuple[str, str]:
 
 
 def task_type(tag: str) -> str:
-    """`<task:success:positive>` -> `success:positive`."""
-    return tag.strip("<>").split(":", 1)[1] if ":" in tag else tag.strip("<>")
+    """`<task:success:positive>` -> `success:positive`. Binary tasks' tags end in their answer
+    (`<task:success:discrete:False>` in the released texts): that part is dropped, so the
+    recorded type does not give the answer away."""
+    body = tag.strip("<>").split(":", 1)[1] if ":" in tag else tag.strip("<>")
+    return ":".join(p for p in body.split(":") if p.lower() not in ("true", "false"))
 
 
 class RoboVQAImporter:

@@ -14,8 +14,12 @@ reproduced in `pipelines.importers.marks` and recorded in `params["marks"]`; the
 points and boxes, converted from [0, 1000], are the annotations.
 
 Tasks: a record under `select/` -> spatial_choice; under `fill/` -> spatial_numeric when its
-answer holds a number, else spatial_open; under `sentence/` -> spatial_open (a sentence,
-even where it states a number).
+answer holds a number, else spatial_open; under `sentence/` and `judge/` (a yes/no judgement,
+the fourth answer type of the readme's `qa_type_ratios`) -> spatial_open (a sentence, even
+where it states a number). The authors' index files (`data_jsons/*.json` @ 1cc0475, 208 QA
+files) are the check of this layout: tests/fixtures/published/spar_data_jsons/ holds them,
+and every file they list maps to its `root` as media and a known format. A format outside
+these four is read as spatial_open with a warning, never a failed directory.
 
 Assumed (not verified: the RGBD archive could not be read): `depth[i]` is a 16-bit PNG in
 millimetres (ScanNet's convention; ScanNet++ and Structured3D ship the same), kept as is,
@@ -24,6 +28,7 @@ beside 1296x968 colour), recorded in `params["depth_resized"]`."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 
@@ -36,7 +41,8 @@ from pipelines.synthetic.codec import decode_png16, encode_png
 from shards import store
 
 NAME = "spar"
-FORMATS = ("fill", "select", "sentence")
+FORMATS = ("fill", "select", "sentence", "judge")
+log = logging.getLogger(__name__)
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
 _SPLIT_AT = "/qa_jsonl/"
 
@@ -47,6 +53,20 @@ def task_for(fmt: str, answer: str) -> str:
     if fmt == "fill" and _NUMBER.search(answer):
         return "spatial_numeric"
     return "spatial_open"
+
+
+def file_options(f: str) -> tuple[tuple[str, str], ...]:
+    """Where a QA file's images are and which answer format it holds, from its path
+    `<src>/qa_jsonl/<split>/<task>/<fmt>/<fmt>_<N>.jsonl` (the paths SPAR's data_jsons list)."""
+    if _SPLIT_AT not in f:
+        raise SourceError("a SPAR QA file must sit under <src>/qa_jsonl/ (its images are <src>/images/)", file=f, field="path")
+    src_root, rest = f.split(_SPLIT_AT, 1)
+    parts = rest.split("/")  # split/task/fmt/file
+    fmt = parts[2] if len(parts) >= 4 else parts[-1].split("_", 1)[0]
+    if fmt not in FORMATS:
+        # a format this version does not know is read as open answers, not a failed directory
+        log.warning("%s: answer format %r is not one of %s; its records are read as spatial_open", f, fmt, FORMATS)
+    return (("media", store.join(src_root, "images")), ("fmt", fmt), ("src", src_root.rstrip("/").rsplit("/", 1)[-1]))
 
 
 def image_tokens(question: str, n: int, kind: str) -> str:
@@ -74,18 +94,7 @@ class SparImporter:
         return files
 
     def partitions(self, uri: str, per_partition: int | None = None) -> list[Partition]:
-        entries = []
-        for f in self._files(uri):
-            if _SPLIT_AT not in f:
-                raise SourceError("a SPAR QA file must sit under <src>/qa_jsonl/ (its images are <src>/images/)", file=f, field="path")
-            src_root = f.split(_SPLIT_AT, 1)[0]
-            parts = f.split(_SPLIT_AT, 1)[1].split("/")  # split/task/fmt/file
-            fmt = parts[2] if len(parts) >= 4 and parts[2] in FORMATS else parts[-1].split("_", 1)[0]
-            if fmt not in FORMATS:
-                raise SourceError(f"answer format {fmt!r} of {f} is not one of {FORMATS}", file=f, field="path")
-            entries.append((f, (("media", store.join(src_root, "images")), ("fmt", fmt),
-                                ("src", src_root.rstrip("/").rsplit("/", 1)[-1]))))
-        return jsonlparts.partitions(NAME, entries, per_partition)
+        return jsonlparts.partitions(NAME, [(f, file_options(f)) for f in self._files(uri)], per_partition)
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
         opt = dict(partition.options)

@@ -56,8 +56,10 @@ def scene_of(path: str) -> str:
         if found:
             return found[-1]
     parts = path.replace("\\", "/").strip("/").split("/")
-    if parts[-1].lower().endswith(VIDEO_EXT) or len(parts) < 2:
-        return parts[-1].rsplit(".", 1)[0]  # a video is its scene's walk-through
+    if parts[-1].lower().endswith(VIDEO_EXT) or len(parts) <= 2:
+        # a video is its scene's walk-through; an image straight under its dataset's folder
+        # (VSI-590K's `robotics/agibot_685462_..._0010.jpg`) is a scene of its own
+        return parts[-1].rsplit(".", 1)[0]
     return parts[-2]  # an image: the directory it sits in
 
 
@@ -106,12 +108,16 @@ class VideoQAImporter:
                     parts.append(Partition(p.source, len(parts), p.uri, p.episodes, p.options))
         return parts
 
+    def _file_name(self, file: str) -> str:
+        """What names `file` in the ids of its records that carry none (`{name}#{n}`)."""
+        return file.rsplit("/", 1)[-1]
+
     def _items(self, partition: Partition) -> Iterator[tuple[str, object]]:
         opt = dict(partition.options)
+        fname = self._file_name(partition.uri)
         if "start" in opt:
-            yield from jsonlparts.records(partition)
+            yield from jsonlparts.records(partition, fname)
             return
-        fname = partition.uri.rsplit("/", 1)[-1]
         yield from list_elements(partition, lambda doc, n: own_id(doc) or f"{fname}#{n}", fname)
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:

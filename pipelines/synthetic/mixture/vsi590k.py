@@ -44,10 +44,10 @@ def write_rows(out: Path, seed: int, records: int, name: str, frames: int, human
             n_frames = 20
         if kind.startswith(("video", "short", "missing")) or (video_only and kind == "bad_turns"):
             if i % 2:
-                rel = f"arkitscenes/videos/{99000000 + 10 * seed + i}.mp4"
+                rel = f"arkitscenes/{99000000 + 10 * seed + i}.mp4"  # as ViCA's notebook prints one
             else:
                 sc = f"scene{950 + i % 50:04d}_{seed % 100:02d}"
-                rel = f"scannet/videos/{sc}.mp4"
+                rel = f"scannet/{sc}.mp4"
             if kind != "missing_video":
                 p = out / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
