@@ -196,3 +196,10 @@ def test_a_scannet_build_writes_every_question_type_and_keeps_vsi_bench_out(tmp_
         for img in r["image"]:
             assert (tmp_path / "gem" / "depth" / Path(img).name).exists()
     assert not any(BENCH in r["id"] for r in rows for BENCH in ("scene0025_01",))
+
+
+def test_raw_scannet_labels_take_vsi_bench_category_names():
+    # raw labels of a real ScanNet scene (scene0000_00) beside the names VSI-Bench's meta_info uses
+    assert [scannet.category(x) for x in ("trashcan", "trash can", "couch", "tv", "Office Chair")] == \
+        ["trash bin", "trash bin", "sofa", "tv", "chair"]
+    assert scannet.category("wall") is None and scannet.category("otherfurniture") is None

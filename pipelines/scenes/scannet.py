@@ -17,6 +17,16 @@ ScanNet200/preprocess_scannet200.py for `<scene>.txt` and the PLY's vertex prope
                                                   failed tracking frames hold -inf (dropped)
     <scene>/intrinsic/intrinsic_color.txt, intrinsic_depth.txt   4x4, the 3x3 top-left is K
 
+Checked on real files: the mesh, segments and aggregation of scene0000_00 as ScanNet
+released them (committed by a third party, LouYJ/Matching @ 73c4d5c; v1, so its `.txt` has
+no axisAlignment): 81,369 vertices, 45 instances, none skipped, its raw labels (`trashcan`,
+`couch`) mapped to VSI-Bench's names; and the pose convention, by projecting that mesh into
+the three real frames mmdetection3d's tests carried (tests/data/scannet @ 8529c1e) with their
+camera-to-world poses inverted (thousands of vertices in view; as given, none). Nothing of
+it is committed (ScanNet's Terms of Use forbid redistribution): tests/test_scenes_real.py
+runs on a scene of the user's own (GEM_SCANNET_SCENE). A scene without axisAlignment keeps
+its raw frame (still z up), logged and recorded in the frame policy (`axis_alignment`).
+
 Boxes: gravity-aligned oriented boxes in the aligned frame (minimum-area rectangle of the
 instance's vertices in xy, their z extent): furniture stands upright, so a yaw-only box is
 as tight as a full 3D box and its size is not skewed by a tilt PCA would invent; VSI-Bench's
@@ -27,6 +37,7 @@ vertex (5 cm), in colour-image pixels."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -37,11 +48,13 @@ from pipelines.scenes.source import LoadedScene, frame_selection, read_file, rea
 from pipelines.sources.base import SourceError
 from shards import store
 
+log = logging.getLogger(__name__)
+
 # labels that are not objects one counts or asks about (structure, catch-alls)
 STRUCTURE = {"wall", "floor", "ceiling", "object", "objects", "unlabeled", "unlabelled", "remove", "otherstructure",
              "otherfurniture", "otherprop", "doorframe", "floor /otherroom", "wall /otherroom", "ceiling /otherroom"}
 # raw ScanNet labels -> the category names VSI-Bench's meta_info uses (assumed: a few common ones)
-ALIASES = {"trash can": "trash bin", "garbage bin": "trash bin", "recycling bin": "trash bin", "office chair": "chair",
+ALIASES = {"trash can": "trash bin", "trashcan": "trash bin", "garbage bin": "trash bin", "recycling bin": "trash bin", "office chair": "chair",
            "couch": "sofa", "television": "tv", "tv stand": "tv stand", "night stand": "nightstand", "book shelf": "bookshelf",
            "monitor": "monitor", "computer monitor": "monitor"}
 MIN_VERTICES = 8
@@ -101,16 +114,23 @@ def segment_instances(seg_uri: str, anno_uri: str, n_vertices: int, category) ->
     return masks, skipped
 
 
-def read_scene(root: str, k: int, seed: int) -> LoadedScene:
-    """The scene folder `root` (local or object storage) with `k` frames sampled by seed."""
+def read_geometry(root: str) -> tuple[np.ndarray, list[ObjectBox], np.ndarray, np.ndarray, str, int]:
+    """A scene folder's mesh in the aligned frame: (vertices, object boxes, the object id of
+    each vertex (-1 none), the 4x4 alignment applied, what it came from, instances too small
+    to box)."""
     root = root.rstrip("/")
     sid = root.rsplit("/", 1)[-1]
     info_uri = store.join(root, f"{sid}.txt")
-    align = np.eye(4)
+    align, aligned_by = np.eye(4), "none: no axisAlignment line, the raw mesh frame"
     if store.exists(info_uri):
         for line in _text(info_uri, "axisAlignment").splitlines():
             if line.strip().startswith("axisAlignment"):
                 align = geometry.parse_matrix(line.split("=", 1)[1], (4, 4), info_uri, "axisAlignment")
+                aligned_by = f"{sid}.txt axisAlignment"
+    if aligned_by.startswith("none"):
+        # ScanNet v1 scenes have no axisAlignment; the raw frame is still z up, only not
+        # turned to the room's walls, so the boxes stay valid: recorded, not an error
+        log.warning("%s: no axisAlignment in %s; boxes are in the raw mesh frame", sid, info_uri)
     ply_uri = store.join(root, f"{sid}_vh_clean_2.ply")
     try:
         raw = store.read_bytes(ply_uri)
@@ -126,6 +146,14 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
         vert_ids[mask] = oid
         c, lengths, axes = geometry.upright_box(verts[mask])
         objects.append(ObjectBox(oid, cat, c, lengths, axes))
+    return verts, objects, vert_ids, align, aligned_by, skipped
+
+
+def read_scene(root: str, k: int, seed: int) -> LoadedScene:
+    """The scene folder `root` (local or object storage) with `k` frames sampled by seed."""
+    root = root.rstrip("/")
+    sid = root.rsplit("/", 1)[-1]
+    verts, objects, vert_ids, align, aligned_by, skipped = read_geometry(root)
     area, centre_xy = geometry.floor_area(verts[:, :2])
     room_center = np.array([centre_xy[0], centre_xy[1], (verts[:, 2].min() + verts[:, 2].max()) / 2])
 
@@ -159,6 +187,7 @@ def read_scene(root: str, k: int, seed: int) -> LoadedScene:
         images.append(img)
         depths.append((depth, kd, kc, wh))
     policy["dropped_invalid_pose"] = dropped
+    policy["axis_alignment"] = aligned_by
     meta = SceneMeta(sid, "scannet", area, room_center, objects, frames, numbers[-1] + 1)
     return LoadedScene(meta, images, depths, policy, root, {"instances_too_small": skipped})
 
