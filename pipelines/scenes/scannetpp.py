@@ -28,8 +28,16 @@ else the video (decoded with OpenCV's FFmpeg) and depth.bin.
 Assumed, not in the toolkit (it reads iPhone poses from colmap/images.txt and never opens
 pose_intrinsic_imu.json): `aligned_pose` is camera-to-world in the scan's aligned frame with
 an OpenCV camera (x right, y down, z forward), `intrinsic` is of the colour video's
-resolution, and the depth camera is the colour camera at 256x192 (as ARKit's). Third-party
-ScanNet++ loaders use the file that way. The aligned frame is z up, metres.
+resolution, and the depth camera is the colour camera at 256x192 (as ARKit's). The aligned
+frame is z up, metres. Every public consumer of the file found reads it that way:
+VSI-Bench's own authors take the camera position as its translation column
+(vision-x-nyu/thinking-in-space @ 51e089c, other_scripts/image_poses/
+extract_scannetpp_image_pose.py); VLM-3R projects the scan's points into a frame with its
+inverse and an OpenCV camera, the intrinsic at 1920x1440 (VITA-Group/VLM-3R,
+vlm_3r_data_process/src/utils/scannetpp_utils.py `project_single_frame`); PyPI scenezoo
+inverts it to world-to-camera. No real ScanNet++ file could be read here, and scannetpp
+issue #154 reports these poses not matching the mesh in some scenes (ARKit drift): a
+scene's frames that see none of its objects show up as frames without visible instances.
 
 Boxes, room size and visibility as pipelines/scenes/scannet.py computes them (upright boxes
 of each instance's vertices; floor area of all vertices; depth points labelled by the nearest
