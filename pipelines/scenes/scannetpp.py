@@ -36,8 +36,8 @@ extract_scannetpp_image_pose.py); VLM-3R projects the scan's points into a frame
 inverse and an OpenCV camera, the intrinsic at 1920x1440 (VITA-Group/VLM-3R,
 vlm_3r_data_process/src/utils/scannetpp_utils.py `project_single_frame`); PyPI scenezoo
 inverts it to world-to-camera. No real ScanNet++ file could be read here, and scannetpp
-issue #154 reports these poses not matching the mesh in some scenes (ARKit drift): a
-scene's frames that see none of its objects show up as frames without visible instances.
+issue #154 reports these poses not matching the mesh in some scenes (ARKit drift, not
+corrected here).
 
 Boxes, room size and visibility as pipelines/scenes/scannet.py computes them (upright boxes
 of each instance's vertices; floor area of all vertices; depth points labelled by the nearest
