@@ -135,14 +135,16 @@ def test_sharerobot_affordance_xywh_and_trajectory(roots):
     recs, fails = _read("sharerobot", root)
     doc = json.loads((root / "affordance/affordance.json").read_text())[0]
     a, md = doc["affordance"], doc["meta_data"]
-    r = recs[doc["id"]]
+    r = recs[f"affordance#{doc['id']}"]  # integer ids, the same in both files: the file names the record
+    assert r.images[0] == (root / "affordance/images" / doc["image_path"]).read_bytes()
     W, H = md["original_width"], md["original_height"]
     want = (a["x"] / W, a["y"] / H, (a["x"] + a["width"]) / W, (a["y"] + a["height"]) / H)  # x_max = x + width
     assert r.task == "affordance_box" and all(abs(u - v) <= 0.0005 + 1e-9 for u, v in zip(r.boxes[0], want, strict=True))
     trajs = [r for r in recs.values() if r.task == "trajectory_points"]
     assert trajs and all(len(r.points) >= 2 for r in trajs)
     fields = sorted(f.field for f in fails.values() if f.category == "out_of_range")
-    assert "affordance" in fields and any(f.startswith("points[") for f in fields)
+    assert "affordance" in fields and any(f.startswith("trajectory[") for f in fields)
+    assert any(f.field == "image_path" and f.category == "format_error" for f in fails.values())
 
 
 # --- PACO-LVIS -------------------------------------------------------------------------

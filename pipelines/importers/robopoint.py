@@ -1,11 +1,22 @@
 """RoboPoint (HF wentao-yuan/robopoint-data): `robopoint_1432k.json`, one JSON list of
 LLaVA records `{id, image, conversations}`, and its images extracted under `images/`.
 
-Answers starting with `[` are grounding: 2-tuples are points already in [0, 1] (object
-reference -> grounding_point; region reference, free space beside a red-boxed object ->
-affordance_point), 4-tuples are LVIS detection boxes as normalised (x, y, w, h), which
-become GEM's (x0, y0, x1, y1) in the answer and in the question's format sentence.
-Other records are general VQA (about 665K of 1.43M), kept only with `include_vqa`."""
+Grounding rows are RoboPoint's own: one question and one answer, the answer a list of
+tuples (`[(`). 2-tuples are points already in [0, 1] (object reference -> grounding_point;
+region reference, free space beside a red-boxed object -> affordance_point), 4-tuples are
+LVIS detection boxes as normalised (x, y, w, h), which become GEM's (x0, y0, x1, y1) in the
+answer and in the question's format sentence.
+
+Every other row is general VQA: LLaVA's 665K instruction mix (about 665K of 1.43M), whose
+rows may have several question/answer pairs or no `image` at all (text-only). Without
+`include_vqa` they are `not_selected` whatever their shape. With it, an image row is one
+`vqa` sample holding all its turns; a text-only row stays `not_selected` (a GEM sample needs
+an image: depth is paired per image). LLaVA's RefCOCO rows answer a flat `[x0, y0, x1, y1]`
+(LLaVA's own box convention), not tuples, so they are VQA here too.
+
+Checked against real records: the README's one region_ref row (wentaoyuan/RoboPoint @
+adbee8d); third-party loaders of the real file describe text-only rows and multi-pair
+conversations. No real object_ref, LVIS or VQA row was seen: their exact forms are assumed."""
 
 from __future__ import annotations
 
@@ -23,6 +34,7 @@ GEM_BOX = "Answer with boxes as [(x0, y0, x1, y1), ...]: the top-left and bottom
 # RoboPoint's detection format sentence, whatever its exact wording: from "Your answer should
 # be formatted" to the end of the turn when it speaks of (x, y, w, h)
 _XYWH_SENTENCE = re.compile(r"\s*Your answer should be formatted[^\n]*?\(x,\s*y,\s*w,\s*h\).*$", re.S)
+_GROUNDING = re.compile(r"\s*\[\s*\(")  # RoboPoint's answers: a list of tuples
 
 
 class RoboPointImporter:
@@ -53,19 +65,28 @@ class RoboPointImporter:
     def _record(self, item, media: MediaRoot, file: str) -> Record:
         rid, doc = item
         doc = as_object(doc)
-        turns = llava_turns(doc.get("conversations"), file, rid)
-        if len(turns) != 2:
-            raise SourceError(f"{len(turns)} turns; RoboPoint records are one question and one answer", file=file, episode=rid,
-                              field="conversations")
-        (_, q), (_, a) = turns
         rel = doc.get("image")
-        if not isinstance(rel, str) or not rel:
-            raise SourceError("no image path", file=file, episode=rid, field="image")
-        if not a.lstrip().startswith("["):
+        has_image = isinstance(rel, str) and bool(rel.strip())
+        answer = _first_answer(doc.get("conversations"))
+        if answer is None:  # no readable first answer: neither kind; llava_turns names what is wrong
+            llava_turns(doc.get("conversations"), file, rid)
+            raise SourceError("no first answer", file=file, episode=rid, field="conversations[1].value")
+        if not _GROUNDING.match(answer):  # VQA: selected (or not) before its shape is judged
             if not self.include_vqa:
                 raise SourceError("general VQA record (not grounding); pass include_vqa to keep these", file=file, episode=rid,
                                   field="conversations[1].value", category="not_selected")
+            if not has_image:
+                raise SourceError("text-only VQA record: a GEM sample needs an image (depth is paired per image)", file=file,
+                                  episode=rid, field="image", category="not_selected")
+            turns = llava_turns(doc.get("conversations"), file, rid)
             return Record(NAME, rid, "vqa", _one_image(turns), [media.image(rel)], file=file)
+        turns = llava_turns(doc.get("conversations"), file, rid)
+        if len(turns) != 2:
+            raise SourceError(f"{len(turns)} turns; RoboPoint grounding records are one question and one answer", file=file,
+                              episode=rid, field="conversations")
+        (_, q), (_, a) = turns
+        if not has_image:
+            raise SourceError("no image path", file=file, episode=rid, field="image")
         tuples = coords.parse_tuples(a, "conversations[1].value")
         if not tuples or len({len(t) for t in tuples}) != 1 or len(tuples[0]) not in (2, 4):
             raise SourceError(f"answer holds tuples of sizes {sorted({len(t) for t in tuples})}; expected all (x, y) or all (x, y, w, h)",
@@ -88,3 +109,10 @@ def _one_image(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """LLaVA's single `<image>` at the head of the first question, whatever the record wrote."""
     out = [(s, v.replace("<image>", "").strip()) for s, v in turns]
     return [(out[0][0], "<image>\n" + out[0][1])] + out[1:]
+
+
+def _first_answer(conversations) -> str | None:
+    """The first answer's text, read before the turns are checked (it tells grounding from VQA)."""
+    first = conversations[1] if isinstance(conversations, list) and len(conversations) > 1 else None
+    answer = first.get("value") if isinstance(first, dict) else None
+    return answer if isinstance(answer, str) else None

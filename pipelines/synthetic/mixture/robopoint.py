@@ -3,7 +3,10 @@
 
 Four kinds of record, as the dataset mixes them: object reference (points on a named
 object), region reference (points in free space beside an object marked by a drawn red
-rectangle), LVIS-style detection (boxes as normalised x, y, w, h) and general VQA."""
+rectangle), LVIS-style detection (boxes as normalised x, y, w, h) and general VQA from
+LLaVA's 665K mix, in turn a one-pair row, a multi-turn row (one sample of all its turns
+with `include_vqa`) and a text-only row without `image` (never a sample: no image to pair
+depth with). VQA rows are not selected by default."""
 
 from __future__ import annotations
 
@@ -71,16 +74,30 @@ def write(out: Path, seed: int, records: int) -> dict:
             gem_a = "[" + ", ".join("(" + ", ".join(f"{v / 1000:.3f}" for v in b) + ")" for b in boxes) + "]"
             exp = {"task": "grounding_box", "points": [], "boxes": [[v / 1000 for v in b] for b in boxes], "turns": [["human", gem_q], ["gpt", gem_a]]}
         else:
-            rel = f"gqa/images/{seed}{i:06d}.jpg"
-            img = encode_jpeg(rgb, 95)
+            variant = (i // 4) % 3
             q = f"<image>\nWhat color is the {t.noun}?\nAnswer the question using a single word or phrase."
             a = t.color.capitalize()
-            exp = {"task": "vqa", "points": [], "boxes": [], "turns": [["human", q], ["gpt", a]], "selected_by_default": False}
+            convo = [["human", q], ["gpt", a]]
+            rel, img = f"gqa/images/{seed}{i:06d}.jpg", encode_jpeg(rgb, 95)
+            if variant == 1:  # multi-turn, <image> in the first question only, as LLaVA's rows
+                u = things[1] if len(things) > 1 else t
+                convo += [["human", f"Is there a {u.noun} in the image?\nAnswer the question using a single word or phrase."],
+                          ["gpt", "Yes"]]
+            elif variant == 2:  # text-only (LLaVA's ShareGPT rows): no image
+                convo = [["human", f"Write one sentence about a {t.noun}."], ["gpt", f"A {t.name} sat on the table."]]
+                rel = img = None
+            exp = ({"error": "not_selected"} if rel is None else
+                   {"task": "vqa", "points": [], "boxes": [], "turns": convo, "selected_by_default": False})
+        rid = f"{kind}/{seed}-{i:05d}"
+        conversations = [{"from": sp, "value": v} for sp, v in (convo if kind == "vqa" else [("human", q), ("gpt", a)])]
+        if rel is None:
+            rows.append({"id": rid, "conversations": conversations})
+            expected[rid] = exp
+            continue
         path = out / "images" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(img)
-        rid = f"{kind}/{seed}-{i:05d}"
-        rows.append({"id": rid, "image": rel, "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})
+        rows.append({"id": rid, "image": rel, "conversations": conversations})
         expected[rid] = dict(exp, images=1, depth=False)
     (out / "robopoint_1432k.json").write_text(json.dumps(rows, indent=1))
     return expected

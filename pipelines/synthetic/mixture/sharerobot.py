@@ -1,12 +1,17 @@
-"""ShareRobot as published (HF BAAI/ShareRobot; formats from GitHub FlagOpen/ShareRobot's README):
-`planning/jsons/<question type>.json` (LLaVA records, `<image a-b>` multi-frame marker,
-angle-bracketed step text, `image` a list of frame paths on the authors' cluster, or one
-directory of frames), `affordance/affordance.json` (pixel xywh and `meta_data.original_width/
-height`) and `trajectory/trajectory.json` (pixel point lists), images under `images/` beside
-each. The planning frame layout and the affordance/trajectory image names are not published
-in detail: here frames sit under `planning/images/<episode dir>/`, and an affordance or
-trajectory `id` names its image file (with or without extension) as the README's visualisers
-join it to the image directory."""
+"""ShareRobot as published (HF BAAI/ShareRobot): `planning/jsons/<question type>.json` (LLaVA
+records, `<image a-b>` multi-frame marker, angle-bracketed step text, `image` a list of frame
+paths on the authors' cluster, or one directory of frames), `affordance/affordance.json`
+and `trajectory/trajectory.json`, images under `images/` beside each.
+
+Affordance and trajectory records are written as the HF files hold them (six real
+trajectory.json records, copied out by lve-gh/molmomotion-t, and third-party loaders):
+`{id: int, image_path: "rtx_frames_success_N/<k>_<dataset>#episode_M/frame_0.png",
+meta_data: {original_dataset, original_width, original_height}, instruction, affordance:
+{x, y, width, height} | trajectory: [[x, y], ...]}` in pixels, the image at
+`<kind>/images/<image_path>`. The two files' integer ids overlap, as they do in the HF files.
+Bad records: an affordance box wider than its image, one without `image_path`, a trajectory
+point left of the image. Not published in detail, so assumed: the planning frame layout
+(`planning/images/<episode dir>/frame_<i>.png`, unpadded numbers as in the HF archives)."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.importers.media import frame_policy
-from pipelines.synthetic.codec import encode_jpeg, encode_png
+from pipelines.synthetic.codec import encode_png
 from pipelines.synthetic.mixture.paint import scene
 from pipelines.units import seed_for
 
@@ -35,11 +40,20 @@ def _frames(out: Path, episode: str, rng, n: int) -> list[str]:
     names = []
     for j in range(n):
         rgb, _, _ = scene(rng, 64, 48)
-        p = out / "planning" / "images" / "rtx_frames_success_42" / episode / f"frame_{j:02d}.jpg"
+        p = out / "planning" / "images" / "rtx_frames_success_42" / episode / f"frame_{j}.png"
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(encode_jpeg(rgb, 90))
-        names.append(f"{CLUSTER}/{episode}/frame_{j:02d}.jpg")
+        p.write_bytes(encode_png(rgb))
+        names.append(f"{CLUSTER}/{episode}/frame_{j}.png")
     return names
+
+
+def _image(root: Path, seed: int, dataset: str, i: int, rgb) -> str:
+    """Write one episode's first frame as the HF files name it; its `image_path`."""
+    rel = f"rtx_frames_success_{seed}/{10 + i % 7}_{dataset}#episode_{i}/frame_0.png"
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(encode_png(rgb))
+    return rel
 
 
 def write(out: Path, seed: int, records: int) -> dict:
@@ -80,27 +94,27 @@ def write(out: Path, seed: int, records: int) -> dict:
             expected[rid] = {"task": "robot_qa", "points": [], "boxes": [], "images": n_img, "depth": False,
                              "turns": [["human", "<image>\n" * n_img + eq], ["gpt", ea]]}
         elif kind == 2:
-            w, h = (160, 120) if i % 8 == 2 else (200, 150)
+            dataset, w, h = ("bridge", 160, 120) if i % 8 == 2 else ("jaco_play", 200, 150)
             rgb, _, things = scene(rng, w, h)
             t = things[0]
             x4, y4 = 4 * t.box[0] + int(rng.integers(0, 4)), 4 * t.box[1] + int(rng.integers(0, 4))
             w4, h4 = 4 * (t.box[2] - t.box[0]) - 3, 4 * (t.box[3] - t.box[1]) - 3
-            bad = i == 6
-            if bad:
+            if i == 6:
                 w4 = 4 * w  # wider than the image: out_of_range
-            own = f"bridge/{seed}_{i:05d}.jpg"
-            p = out / "affordance" / "images" / own
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(encode_jpeg(rgb, 95))
+            own, rid = i // 4, f"affordance#{i // 4}"
+            rel = _image(out / "affordance" / "images", seed, dataset, i, rgb)
             instruction = f"pick up the {t.name}"
-            files["affordance/affordance.json"].append(
-                {"id": own, "meta_data": {"original_dataset": "bridge", "original_width": w, "original_height": h},
-                 "instruction": instruction, "affordance": {"x": x4 / 4, "y": y4 / 4, "width": w4 / 4, "height": h4 / 4}})
-            if bad:
-                expected[own] = {"error": "out_of_range"}
+            row = {"id": own, "image_path": rel,
+                   "meta_data": {"original_dataset": dataset, "original_width": w, "original_height": h},
+                   "instruction": instruction, "affordance": {"x": x4 / 4, "y": y4 / 4, "width": w4 / 4, "height": h4 / 4}}
+            if i == 10:
+                del row["image_path"]  # no image named: format_error
+            files["affordance/affordance.json"].append(row)
+            if i in (6, 10):
+                expected[rid] = {"error": "out_of_range" if i == 6 else "format_error"}
                 continue
             k = [_k(x4, 4 * w), _k(y4, 4 * h), _k(x4 + w4, 4 * w), _k(y4 + h4, 4 * h)]
-            expected[own] = {"task": "affordance_box", "points": [], "boxes": [[v / 1000 for v in k]], "images": 1, "depth": False,
+            expected[rid] = {"task": "affordance_box", "points": [], "boxes": [[v / 1000 for v in k]], "images": 1, "depth": False,
                              "turns": [["human", f"<image>\nThe robot is asked to {instruction}. Where is the region of the object it "
                                                  f"should act on? {GEM_BOX}"],
                                        ["gpt", "[(" + ", ".join(f"{v / 1000:.3f}" for v in k) + ")]"]]}
@@ -108,10 +122,8 @@ def write(out: Path, seed: int, records: int) -> dict:
             w, h = 160, 120
             rgb, _, things = scene(rng, w, h)
             t = things[0]
-            own = 400 + i  # an int id, the image `<id>.png`
-            p = out / "trajectory" / "images" / f"{own}.png"
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(encode_png(rgb))
+            own, rid = i // 4, f"trajectory#{i // 4}"  # the same integers as the affordance file's ids
+            rel = _image(out / "trajectory" / "images", seed, "utokyo_pr2_tabletop_manipulation_converted_externally_to_rlds", i, rgb)
             # a path from the bottom edge toward the object's centre, in thirds of a pixel
             cx3, cy3 = 3 * (t.box[0] + t.box[2]) // 2, 3 * (t.box[1] + t.box[3]) // 2
             sx3, sy3 = 3 * int(rng.integers(10, w - 10)), 3 * (h - 2)
@@ -120,17 +132,19 @@ def write(out: Path, seed: int, records: int) -> dict:
                 pts3[2] = (-6, pts3[2][1])  # left of the image: out_of_range
             instruction = f"reach for the {t.name}"
             files["trajectory/trajectory.json"].append(
-                {"id": own, "meta_data": {"original_dataset": "bridge", "original_width": w, "original_height": h},
-                 "instruction": instruction, "points": [[x / 3, y / 3] for x, y in pts3]})
+                {"id": own, "image_path": rel,
+                 "meta_data": {"original_dataset": "utokyo_pr2_tabletop_manipulation_converted_externally_to_rlds",
+                               "original_width": w, "original_height": h},
+                 "instruction": instruction, "trajectory": [[x / 3, y / 3] for x, y in pts3]})
             if i == 7:
-                expected[str(own)] = {"error": "out_of_range"}
+                expected[rid] = {"error": "out_of_range"}
                 continue
             k = [(_k(x, 3 * w), _k(y, 3 * h)) for x, y in pts3]
-            expected[str(own)] = {"task": "trajectory_points", "points": [[x / 1000, y / 1000] for x, y in k], "boxes": [],
-                                  "images": 1, "depth": False,
-                                  "turns": [["human", f"<image>\nThe robot is asked to {instruction}. Predict the 2D trajectory of "
-                                                      f"its end effector as points in the order it passes them. {GEM_POINTS}"],
-                                            ["gpt", "[" + ", ".join(f"({x / 1000:.3f}, {y / 1000:.3f})" for x, y in k) + "]"]]}
+            expected[rid] = {"task": "trajectory_points", "points": [[x / 1000, y / 1000] for x, y in k], "boxes": [],
+                             "images": 1, "depth": False,
+                             "turns": [["human", f"<image>\nThe robot is asked to {instruction}. Predict the 2D trajectory of "
+                                                 f"its end effector as points in the order it passes them. {GEM_POINTS}"],
+                                       ["gpt", "[" + ", ".join(f"({x / 1000:.3f}, {y / 1000:.3f})" for x, y in k) + "]"]]}
     for name, rows in files.items():
         p = out / name
         p.parent.mkdir(parents=True, exist_ok=True)
