@@ -1,5 +1,5 @@
 """SPAR-7M and SPAR-7M-RGBD (HF jasonzhango/SPAR-7M[-RGBD]; GitHub LogosRoboticsGroup/SPAR),
-extracted from their tar.gz parts: `spar/<src>/qa_jsonl/{train,val}/<task>/{fill,select,sentence}/<fmt>_<N>.jsonl`,
+extracted from their tar.gz archives: `spar/<src>/qa_jsonl/{train,val}/<task>/<fmt>/<fmt>_<N>.jsonl`,
 one record a line: `{id, conversations, image: [paths under spar/<src>/images/], type,
 depth: [paths] (RGBD version only), red_point/blue_point/green_point: [[x, y]],
 red_bbox/.../yellow_bbox: [[x0, y0, x1, y1]], point_img_idx/bbox_img_idx: [[i, ...]],
@@ -21,8 +21,15 @@ files) are the check of this layout: tests/fixtures/published/spar_data_jsons/ h
 and every file they list maps to its `root` as media and a known format. A format outside
 these four is read as spatial_open with a warning, never a failed directory.
 
-Assumed (not verified: the RGBD archive could not be read): `depth[i]` is a 16-bit PNG in
-millimetres (ScanNet's convention; ScanNet++ and Structured3D ship the same), kept as is,
+The current HF release (jasonzhango/SPAR-7M rev 0fe664c, card and scripts as copied in
+zhangjiayi-ootd/SPARtest @ 04f6b55) ships annotations only, one `<src>.tar.gz` per source;
+the images are materialised by the authors' `prepare_<src>_layout.py` from the original
+datasets into `spar/<src>/images/<scene>/{image_color,image_depth,intrinsic,pose,video_color}`,
+`image_depth/` being linked from the dataset's own depth export (ScanNet's 16-bit
+millimetre PNGs). The `spar-dataset-train.parquet` beside them is not read.
+
+Assumed for the other sources: `depth[i]` is a 16-bit PNG in millimetres (ScanNet's
+convention; ScanNet++ and Structured3D ship the same), kept as is,
 and resized (nearest) to its image's size where the two differ (ScanNet depth is 640x480
 beside 1296x968 colour), recorded in `params["depth_resized"]`."""
 
