@@ -1,4 +1,5 @@
-"""MindCube (HF MLL-Lab/MindCube, `data.zip`; GitHub mll-lab-nu/MindCube): JSONL of
+"""MindCube (HF MLL-Lab/MindCube, `data.zip`; the authors' scripts/bash_scripts/download_data.bash
+fetches the same `data.zip` from HF Inevitablevalor/MindCube; GitHub mll-lab-nu/MindCube): JSONL of
 multi-view spatial questions, `data/raw/MindCube_train.jsonl`, `MindCube_tinybench.jsonl`
 and `MindCube.jsonl` (all), one record a line:
 `{id, category, type, meta_info, question, images: [paths relative to data/], gt_answer: "B"}`.
@@ -8,7 +9,9 @@ Verified in mll-lab-nu/MindCube (6d8fd9a): images are relative to `data/`
 `<image>` per view, joined by newlines, before the prompt
 (src/training/data_formatters.py, QwenDataFormatter); options are inline in the question
 and an option is cut out by `([A-Z]\\.\\s+.*?)(?=[A-Z]\\.|$)` (src/prompt_generation/
-templates.py `_extract_answer_text`), which this importer uses to check `gt_answer`.
+templates.py `_extract_answer_text`), which this importer uses to check `gt_answer`. The
+record shape is as a third party quotes one record (zhyczy/spatial_planning @ 8796720,
+src/evaluation/MindCube/README.md; tests/fixtures/published/mindcube_record/).
 
 Two answer styles: `letter` (default; GEM's spatial_choice: the question, then "Answer with
 the option's letter from the given choices directly.", answered by the letter) and
