@@ -11,8 +11,10 @@ Every other row is general VQA: LLaVA's 665K instruction mix (about 665K of 1.43
 rows may have several question/answer pairs or no `image` at all (text-only). Without
 `include_vqa` they are `not_selected` whatever their shape. With it, an image row is one
 `vqa` sample holding all its turns; a text-only row stays `not_selected` (a GEM sample needs
-an image: depth is paired per image). LLaVA's RefCOCO rows answer a flat `[x0, y0, x1, y1]`
-(LLaVA's own box convention), not tuples, so they are VQA here too.
+an image: depth is paired per image). LLaVA's RefCOCO/VG rows answer a flat `[x0, y0, x1, y1]`
+in LLaVA's own convention (LLaVA-1.5 measures it on the image padded to a square), not
+tuples: VQA here too, and `not_selected` even with `include_vqa`, since such a box would
+enter GEM as if it were in GEM's [0, 1] of the image.
 
 Checked against real records: the README's one region_ref row (wentaoyuan/RoboPoint @
 adbee8d); third-party loaders of the real file describe text-only rows and multi-pair
@@ -35,6 +37,8 @@ GEM_BOX = "Answer with boxes as [(x0, y0, x1, y1), ...]: the top-left and bottom
 # be formatted" to the end of the turn when it speaks of (x, y, w, h)
 _XYWH_SENTENCE = re.compile(r"\s*Your answer should be formatted[^\n]*?\(x,\s*y,\s*w,\s*h\).*$", re.S)
 _GROUNDING = re.compile(r"\s*\[\s*\(")  # RoboPoint's answers: a list of tuples
+_NUM = r"\s*-?\d*\.?\d+\s*"
+_LLAVA_BOX = re.compile(rf"\[{_NUM},{_NUM},{_NUM},{_NUM}\]")  # LLaVA's RefCOCO/VG answers
 
 
 class RoboPointImporter:
@@ -79,6 +83,11 @@ class RoboPointImporter:
                 raise SourceError("text-only VQA record: a GEM sample needs an image (depth is paired per image)", file=file,
                                   episode=rid, field="image", category="not_selected")
             turns = llava_turns(doc.get("conversations"), file, rid)
+            if any(s == "gpt" and _LLAVA_BOX.search(v) for s, v in turns):
+                # LLaVA-1.5 measures these on the image padded to a square: not GEM's [0, 1]
+                # of the image, and nothing here can tell which convention a row used
+                raise SourceError("VQA answer holds a box in LLaVA's own [x0, y0, x1, y1] convention (padded square "
+                                  "image), not GEM's", file=file, episode=rid, field="conversations", category="not_selected")
             return Record(NAME, rid, "vqa", _one_image(turns), [media.image(rel)], file=file)
         turns = llava_turns(doc.get("conversations"), file, rid)
         if len(turns) != 2:
