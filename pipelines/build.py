@@ -151,12 +151,58 @@ class FingerprintReader:
         return out
 
 
-def fingerprints(source: str, reader_options: dict, groups, runtime, min_cpus: float, order: int = 0) -> list:
-    """Fingerprints of every record of an imported source (Ray tasks, one per partition)."""
+FINGERPRINTS = "_fingerprints"
+FINGERPRINT_VERSION = 1  # of what dedupe.fingerprint computes: a change makes every cached file stale
+
+
+def _fingerprint_file(cache: str, source: str, reader_options: dict, payload) -> str:
+    """Where one partition's fingerprints are kept: named by everything they depend on (the
+    importer's options, the partition, its file's size)."""
+    partition, limit = payload
+    try:
+        size = store.size(partition.uri)
+    except Exception:  # noqa: BLE001 - a directory or an unreadable file: the name just lacks it
+        size = -1
+    ident = json.dumps([FINGERPRINT_VERSION, source, sorted((k, repr(v)) for k, v in reader_options.items()), partition.uri,
+                        partition.index, partition.episodes, [list(map(repr, o)) for o in partition.options], limit, size])
+    return store.join(cache, hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json")
+
+
+def _load_fingerprints(uri: str, order: int) -> list | None:
+    from pipelines.importers.dedupe import Fingerprint
+
+    try:
+        rows = json.loads(store.read_bytes(uri))
+        return [Fingerprint(**{**r, "exact": tuple(r["exact"]), "phash": tuple(r["phash"]), "order": order}) for r in rows]
+    except Exception as e:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
+        log.warning("fingerprint cache %s is unreadable (%s); recomputing it", uri, e)
+        return None
+
+
+def fingerprints(source: str, reader_options: dict, groups, runtime, min_cpus: float, order: int = 0,
+                 cache: str | None = None) -> list:
+    """Fingerprints of every record of an imported source (Ray tasks, one per partition).
+    With `cache` (a directory), each partition's are kept there and a rerun reads them back
+    instead of decoding every image again."""
+    from dataclasses import asdict
+
     from engine import fan_out
 
-    parts = fan_out(FingerprintReader(source, reader_options, order), [p for _, p in groups], runtime, min_cpus=min_cpus)
-    return [f for part in parts for f in part]
+    payloads = [p for _, p in groups]
+    files = [_fingerprint_file(cache, source, reader_options, p) for p in payloads] if cache else [None] * len(payloads)
+    have: dict[int, list] = {}
+    for i, f in enumerate(files):
+        if f is not None and store.exists(f) and (fps := _load_fingerprints(f, order)) is not None:
+            have[i] = fps
+    todo = [i for i in range(len(payloads)) if i not in have]
+    if have:
+        log.info("dedupe %s: fingerprints of %d of %d partitions read from %s", source, len(have), len(payloads), cache)
+    fresh = fan_out(FingerprintReader(source, reader_options, order), [payloads[i] for i in todo], runtime, min_cpus=min_cpus) if todo else []
+    for i, part in zip(todo, fresh, strict=True):
+        have[i] = part
+        if files[i] is not None:
+            store.write_bytes(files[i], json.dumps([asdict(f) for f in part]).encode())
+    return [f for i in range(len(payloads)) for f in have[i]]
 
 
 def plan_drops(fps: list, dedupe: bool = True, caps: dict[str, int] | None = None, seed: int = 0,
@@ -381,9 +427,10 @@ def _run_build(cfg: BuildConfig, plan: tuple[dict, dict] | None = None) -> Build
     if is_importer(cfg.source):  # benchmark data is kept out whatever --dedupe says
         if plan is None:
             # over every group, committed ones too: which copy is kept must not depend on what
-            # a first run got through (a cached pass is an optimisation left for later)
+            # a first run got through; a rerun reads the first run's fingerprints back
             try:
-                fps = fingerprints(cfg.source, reader_options, groups, runtime if cfg.mode == "ray" else None, pipeline.min_cpus())
+                fps = fingerprints(cfg.source, reader_options, groups, runtime if cfg.mode == "ray" else None, pipeline.min_cpus(),
+                                   cache=store.join(out, FINGERPRINTS))
             except ClusterTooSmall as e:
                 raise BuildError(f"cannot start: {e}") from e
             record_caps = {cfg.source: cfg.cap} if cfg.cap else {}

@@ -15,7 +15,15 @@ import json
 import logging
 import time
 
-from pipelines.build import BuildError, BuildResult, fingerprints, plan_drops, run_build, source_groups
+from pipelines.build import (
+    FINGERPRINTS,
+    BuildError,
+    BuildResult,
+    fingerprints,
+    plan_drops,
+    run_build,
+    source_groups,
+)
 from pipelines.importers import IMPORTERS, is_importer
 from pipelines.sources import SOURCES
 from schemas import BuildConfig, Manifest, Recipe, ShardRecord
@@ -97,7 +105,8 @@ def _plan(recipe: Recipe, entries, cfgs, common, owns_ray: bool) -> dict:
     fps = []
     for order, e in imported:
         _, groups = source_groups(cfgs[e.source])
-        fps += fingerprints(e.source, dict(e.options), groups, runtime, min_cpus=1, order=order)
+        fps += fingerprints(e.source, dict(e.options), groups, runtime, min_cpus=1, order=order,
+                            cache=store.join(cfgs[e.source].output, FINGERPRINTS))
     _release_ray(owns_ray)
     caps = {e.source: e.cap for _, e in imported if e.cap}
     dedupe = all(cfgs[e.source].dedupe for _, e in imported)

@@ -119,3 +119,33 @@ def test_a_users_benchmark_list_from_images_keeps_those_images_out(tmp_path):
     assert out.report["dedupe"]["benchmarks"] == {"where2place": 1} and out.manifest.samples == 5
     errors = pq.read_table(tmp_path / "out" / "errors.parquet").to_pylist()
     assert [e["episode_id"] for e in errors if e["category"] == "benchmark"] == [rows[0]["id"]]
+
+
+def test_a_rerun_reads_the_first_runs_fingerprints_and_decides_the_same(tmp_path, monkeypatch):
+    from pipelines import build
+    from schemas import BuildConfig
+
+    root = tmp_path / "in"
+    write_sample("robopoint", root, records=8)
+    rows = json.loads((root / "robopoint_1432k.json").read_text())
+    rows.append(dict(rows[0], id="zz-copy"))  # a duplicate, so the decision has something to decide
+    (root / "robopoint_1432k.json").write_text(json.dumps(rows))
+    out = tmp_path / "out"
+    cfg = BuildConfig(source="robopoint", input=str(root), output=str(out), backends="cpu", mode="local", progress=False,
+                      allow_missing_depth=True, episodes_per_partition=3)
+    first = build.run_build(cfg)
+    cached = sorted((out / build.FINGERPRINTS).glob("*.json"))
+    assert len(cached) == 3  # one file per partition
+    # a run that died after its fingerprint pass: no manifest, one group never committed
+    (out / "manifest.json").unlink()
+    sorted((out / build.LEDGER).glob("*.json"))[-1].unlink()
+    # one cache file damaged: recomputed; the others are read back, not recomputed
+    cached[0].write_text("{broken")
+    calls = []
+    real = build.FingerprintReader.__call__
+    monkeypatch.setattr(build.FingerprintReader, "__call__", lambda self, payload: calls.append(payload) or real(self, payload))
+    again = build.run_build(cfg)
+    assert len(calls) == 1
+    assert again.report["dedupe"] == first.report["dedupe"] == {"fingerprinted": 7, "duplicates": 1, "benchmarks": {}}
+    assert [s.sha256 for s in again.manifest.shards] == [s.sha256 for s in first.manifest.shards]
+    assert json.loads(cached[0].read_text())  # rewritten whole
