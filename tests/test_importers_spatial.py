@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines.importers import get_importer, marks
+from pipelines.importers.base import SourceError
 from pipelines.importers.videoqa import scene_of, task_for
 from pipelines.synthetic.codec import decode_depth_mm, decode_image, encode_png
 from pipelines.synthetic.mixture import write_sample
@@ -55,13 +56,21 @@ def test_mindcube_options_cut_as_mindcube_does():
         "A": "A. Chair and white board", "B": "B. Door", "C": "C. Two chairs"}
 
 
-def test_mindcube_tinybench_is_kept_out_when_asked(mindcube):
+def test_mindcube_tinybench_records_are_marked_for_the_benchmark_list(mindcube, tmp_path):
     tiny = {json.loads(ln)["id"] for ln in (mindcube / "data/raw/MindCube_tinybench.jsonl").read_text().splitlines()}
     recs, _ = read("mindcube", mindcube)
-    assert tiny & set(recs)  # the sample's train file holds two benchmark ids
-    kept, fails = read("mindcube", mindcube, exclude_tinybench=True)
-    assert not tiny & set(kept)
-    assert {k for k, e in fails.items() if e.category == "not_selected"} == tiny & set(recs)
+    marked = {k for k, r in recs.items() if r.params["split"] == "tinybench"}
+    assert marked and marked == tiny & set(recs)  # the sample's train file holds two benchmark ids
+    assert {r.params["split"] for k, r in recs.items() if k not in marked} == {"train"}
+    tiny_recs, _ = read("mindcube", mindcube, split="tinybench")
+    assert tiny_recs and {r.params["split"] for r in tiny_recs.values()} == {"tinybench"}
+    # without the tiny-bench file nothing can be told apart: an error only when asked for
+    alone = tmp_path / "alone.jsonl"
+    alone.write_text((mindcube / "data/raw/MindCube_train.jsonl").read_text())
+    with pytest.raises(SourceError, match="exclude_tinybench"):
+        read("mindcube", alone, exclude_tinybench=True)
+    unmarked, _ = read("mindcube", alone, media=str(mindcube / "data"))
+    assert {r.params["split"] for r in unmarked.values()} == {"train"}
 
 
 def test_mindcube_bad_answer_names_its_field(mindcube):
@@ -259,3 +268,21 @@ def test_big_jsonl_is_read_by_byte_range_with_flat_memory(tmp_path):
     tracemalloc.stop()
     assert got and got[-1] == "r29999" and len(got) < 2000
     assert peak < size / 4, (peak, size)
+
+
+def test_spar_bench_pool_the_val_split_never_enters_a_build(tmp_path):
+    import shutil
+
+    from pipelines.build import run_build
+    from schemas import BuildConfig
+
+    root = tmp_path / "in"
+    write_sample("spar", root, seed=2, records=8)
+    qa = root / "spar" / "scannet" / "qa_jsonl"
+    shutil.copytree(qa / "train", qa / "val")  # SPAR-Bench is sampled from the val split
+    shutil.rmtree(qa / "train")
+    recs, _ = read("spar", root, split="val")
+    assert recs and {r.params["split"] for r in recs.values()} == {"val"}
+    res = run_build(BuildConfig(source="spar", input=str(root), output=str(tmp_path / "out"), backends="cpu", mode="local",
+                                progress=False, allow_missing_depth=True, reader_options={"split": "val"}))
+    assert res.manifest.samples == 0 and res.report["dedupe"]["benchmarks"] == {"spar_bench": len(recs)}

@@ -18,13 +18,17 @@ the option's letter from the given choices directly.", answered by the letter) a
 `raw_qa` (MindCube's own raw-QA SFT prompt and its `<answer>B. Door</answer>` target, verbatim
 from templates.py RAW_QA_BACKGROUND_INSTRUCTION / RawQATemplate).
 
-`exclude_tinybench=True` keeps out every id of `MindCube_tinybench.jsonl` (the benchmark
-GEM reports on), found beside the input file or given by `tinybench=URI`; such records are
-reported as `not_selected`."""
+MindCube's tiny-bench (the benchmark GEM reports on) never enters a build: `data.zip` ships
+`MindCube_tinybench.jsonl` beside the training file, and a record whose id is in it (or any
+record of `split="tinybench"`) is marked `params["split"] = "tinybench"`, which the shipped
+`mindcube_tinybench` benchmark list excludes and report.json counts. `tinybench=URI` names
+the file elsewhere; `exclude_tinybench=True` makes a missing file an error instead of a
+warning."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterator
 
@@ -34,6 +38,7 @@ from pipelines.importers.jsonstream import iter_jsonl
 from pipelines.importers.media import MediaRoot
 from shards import store
 
+log = logging.getLogger(__name__)
 NAME = "mindcube"
 LETTER_PROMPT = "Answer with the option's letter from the given choices directly."
 # verbatim from mll-lab-nu/MindCube src/prompt_generation/templates.py
@@ -91,12 +96,14 @@ class MindCubeImporter:
         raw_dir = f.rsplit("/", 1)[0] if "/" in f else "."
         data_dir = raw_dir.rsplit("/", 1)[0] if raw_dir.endswith("/raw") or raw_dir == "raw" else raw_dir
         media = self.media or data_dir
-        tiny = ""
-        if self.exclude_tinybench:
-            tiny = self.tinybench or store.join(raw_dir, SPLITS["tinybench"])
-            if not store.exists(tiny):
+        tiny = "" if self.split == "tinybench" else (self.tinybench or store.join(raw_dir, SPLITS["tinybench"]))
+        if tiny and not store.exists(tiny):
+            if self.exclude_tinybench:
                 raise SourceError(f"exclude_tinybench: no {SPLITS['tinybench']} at {tiny} (pass tinybench=URI)", file=tiny,
                                   field="tinybench")
+            log.warning("mindcube: no %s at %s: tiny-bench records in %s cannot be told apart (pass tinybench=URI)",
+                        SPLITS["tinybench"], tiny, f)
+            tiny = ""
         return jsonlparts.partitions(NAME, [(f, (("media", media), ("tinybench", tiny)))], per_partition)
 
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
@@ -108,9 +115,6 @@ class MindCubeImporter:
     def _record(self, item, media: MediaRoot, file: str, exclude: frozenset[str]) -> Record:
         rid, doc = item
         doc = as_object(doc)
-        if rid in exclude:
-            raise SourceError("in MindCube_tinybench (kept out: exclude_tinybench)", file=file, episode=rid, field="id",
-                              category="not_selected")
         question = doc.get("question")
         if not isinstance(question, str) or not question.strip():
             raise SourceError("no question", file=file, episode=rid, field="question")
@@ -131,6 +135,8 @@ class MindCubeImporter:
         else:
             human = f"{placeholders}\n" + "\n".join([RAW_QA_BACKGROUND_INSTRUCTION, QUESTION_HEADER + question])
             gpt = f"<answer>{opts[answer]}</answer>"
+        # the tiny-bench's records are read like any other and left out by the benchmark list
+        split = "tinybench" if self.split == "tinybench" or rid in exclude else self.split
         params = {"type": doc.get("type"), "category": doc.get("category"), "answer_style": self.answer_style,
-                  "images": rels}
+                  "images": rels, "split": split}
         return Record(NAME, rid, "spatial_choice", [("human", human), ("gpt", gpt)], images, params=params, file=file)

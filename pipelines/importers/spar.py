@@ -73,7 +73,8 @@ def file_options(f: str) -> tuple[tuple[str, str], ...]:
     if fmt not in FORMATS:
         # a format this version does not know is read as open answers, not a failed directory
         log.warning("%s: answer format %r is not one of %s; its records are read as spatial_open", f, fmt, FORMATS)
-    return (("media", store.join(src_root, "images")), ("fmt", fmt), ("src", src_root.rstrip("/").rsplit("/", 1)[-1]))
+    return (("media", store.join(src_root, "images")), ("fmt", fmt), ("src", src_root.rstrip("/").rsplit("/", 1)[-1]),
+            ("split", parts[0]))
 
 
 def image_tokens(question: str, n: int, kind: str) -> str:
@@ -134,7 +135,9 @@ class SparImporter:
         points = [m.unit() for m in plan if m.shape == "point"]
         boxes = [m.unit() for m in plan if m.shape == "box"]
         answer = turns[1][1]
-        params = {"type": kind, "format": opt["fmt"], "src": opt["src"], "scene": rels[0].split("/", 1)[0], **drawn}
+        # the split is what keeps SPAR-Bench (sampled from val) out: benchmarks/spar_bench.json
+        params = {"type": kind, "format": opt["fmt"], "src": opt["src"], "split": opt.get("split", ""),
+                  "scene": rels[0].split("/", 1)[0], **drawn}
         depth = [None] * len(images)
         if self.depth and doc.get("depth"):
             depth, resized = self._depth(doc["depth"], images, media)

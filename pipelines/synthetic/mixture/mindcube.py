@@ -61,5 +61,7 @@ def write(out: Path, seed: int, records: int) -> dict:
     (raw / "MindCube_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     # the benchmark split: two of its ids also occur in the training file (as a mistaken copy would)
     tiny = [dict(rows[0]), dict(rows[1])] + [dict(_row(rng, out, seed, "tiny", 900 + k)[1]) for k in range(2)]
+    for r in rows[:2]:  # read, and left out of a build by the mindcube_tinybench list
+        expected[r["id"]]["benchmark"] = "mindcube_tinybench"
     (raw / "MindCube_tinybench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny))
     return expected
