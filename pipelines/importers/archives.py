@@ -8,10 +8,12 @@ s3://). A build whose images are still in archives stops before any work and say
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 import re
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 
 from pipelines.sources.base import SourceError
@@ -62,10 +64,15 @@ class _Joined(io.RawIOBase):
 
 
 def members(parts: list[str]) -> Iterator[tuple[str, bytes]]:
-    """(member path, bytes) of every regular file of the archive made of `parts`."""
+    """(member path, bytes) of every regular file of the archive made of `parts`. An archive
+    with a part missing or damaged is an error, never a shorter list: tarfile takes a garbled
+    header for the archive's end, so the rest of the stream is read too, gzip's CRC and length
+    checked, and anything but zero padding after the end is the error."""
     raw = io.BufferedReader(_Joined(parts), buffer_size=4 << 20)
+    # gzip decoded here, not by tarfile: its stream reader never checks the CRC
+    stream = gzip.GzipFile(fileobj=raw, mode="rb") if raw.peek(2)[:2] == b"\x1f\x8b" else raw
     try:
-        with tarfile.open(fileobj=raw, mode="r|*") as tar:
+        with tarfile.open(fileobj=stream, mode="r|" if stream is not raw else "r|*") as tar:
             for m in tar:
                 if not m.isfile():
                     continue
@@ -74,7 +81,12 @@ def members(parts: list[str]) -> Iterator[tuple[str, bytes]]:
                     raise SourceError(f"archive member {m.name!r} leaves the archive", file=parts[0], field="member")
                 fh = tar.extractfile(m)
                 yield name, fh.read() if fh else b""
-    except (tarfile.TarError, EOFError, OSError) as e:
+            # tar.fileobj: what tarfile has buffered past the marker is checked too
+            while block := tar.fileobj.read(1 << 20):
+                if block.count(0) != len(block):
+                    raise SourceError("archive data after its end-of-archive marker: a part is missing or damaged",
+                                      file=parts[0], field="archive", category="decode_error")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise SourceError(f"archive is damaged or cut short: {e}", file=parts[0], field="archive", category="decode_error") from None
     finally:
         raw.close()
