@@ -36,7 +36,9 @@ third-party tool, and third-party loaders reading `affordance/images/<image_path
 pixel xywh box. Still assumed (no real record seen): the affordance record's fields beyond
 the README example plus `image_path`; the planning `image` entries (their frame files ship
 as `planning/images/rt_frames_success.tar.gz.part.*`, members `.../rtx_frames_success_N/
-<k>_<dataset>#episode_M/frame_i.png`); that the shipped images are at `original_width x
+<k>_<dataset>#episode_M/frame_i.png`: unpacked as they are, the frames sit under
+`mnt/hpfs/baaiei/jyShi/ShareRobot/planning/rt_frames_success/`, which is then the `media`
+to pass, since an absolute path's tail is only looked for directly under `media`); that the shipped images are at `original_width x
 original_height`, the size the pixel coordinates are normalised by."""
 
 
