@@ -11,7 +11,7 @@ kinds of JSON list, each told apart by its records' own fields.
   Frames beyond `max_frames` are thinned by `media.frame_policy`, seeded by the record id
   and recorded in `params`/`frame_indices`. Ids are the episode's absolute cluster path,
   shared by every question on it: the record id is `{id}#{file}:{index}`. Absolute image
-  paths are resolved under `media` by the shortest tail of the path that exists there
+  paths are resolved under `media` by the longest tail of the path that exists there
   (found once per partition, then reused).
 - Affordance (`affordance/affordance.json`; a record has `affordance`): `{id: int,
   image_path, meta_data: {original_dataset, original_width, original_height}, instruction,
@@ -38,8 +38,9 @@ the README example plus `image_path`; the planning `image` entries (their frame 
 as `planning/images/rt_frames_success.tar.gz.part.*`, members `.../rtx_frames_success_N/
 <k>_<dataset>#episode_M/frame_i.png`: unpacked as they are, the frames sit under
 `mnt/hpfs/baaiei/jyShi/ShareRobot/planning/rt_frames_success/`, which is then the `media`
-to pass, since an absolute path's tail is only looked for directly under `media`); that the shipped images are at `original_width x
-original_height`, the size the pixel coordinates are normalised by."""
+to pass, since an absolute path's tail is only looked for directly under `media`); that
+the shipped images are at `original_width x original_height`, the size the pixel
+coordinates are normalised by."""
 
 
 from __future__ import annotations
