@@ -121,22 +121,18 @@ def read_geometry(root: str) -> tuple[np.ndarray, list[ObjectBox], np.ndarray, n
     root = root.rstrip("/")
     sid = root.rsplit("/", 1)[-1]
     info_uri = store.join(root, f"{sid}.txt")
-    align, aligned_by = np.eye(4), "none: no axisAlignment line, the raw mesh frame"
-    if store.exists(info_uri):
-        for line in _text(info_uri, "axisAlignment").splitlines():
-            if line.strip().startswith("axisAlignment"):
-                align = geometry.parse_matrix(line.split("=", 1)[1], (4, 4), info_uri, "axisAlignment")
-                aligned_by = f"{sid}.txt axisAlignment"
-    if aligned_by.startswith("none"):
+    align, aligned_by = np.eye(4), f"{sid}.txt axisAlignment"
+    lines = _text(info_uri, "axisAlignment").splitlines() if store.exists(info_uri) else []
+    found = [ln for ln in lines if ln.strip().startswith("axisAlignment")]
+    if found:
+        align = geometry.parse_matrix(found[-1].split("=", 1)[1], (4, 4), info_uri, "axisAlignment")
+    else:
         # ScanNet v1 scenes have no axisAlignment; the raw frame is still z up, only not
         # turned to the room's walls, so the boxes stay valid: recorded, not an error
+        aligned_by = "none: no axisAlignment line, the raw mesh frame"
         log.warning("%s: no axisAlignment in %s; boxes are in the raw mesh frame", sid, info_uri)
     ply_uri = store.join(root, f"{sid}_vh_clean_2.ply")
-    try:
-        raw = store.read_bytes(ply_uri)
-    except (store.NotFound, FileNotFoundError):
-        raise SourceError("mesh is missing", file=ply_uri, field=f"{sid}_vh_clean_2.ply", category="io_error") from None
-    verts = geometry.read_ply_vertices(raw, ply_uri)
+    verts = geometry.read_ply_vertices(read_file(ply_uri, f"{sid}_vh_clean_2.ply"), ply_uri)
     verts = verts @ align[:3, :3].T + align[:3, 3]
     masks, skipped = segment_instances(store.join(root, f"{sid}_vh_clean_2.0.010000.segs.json"),
                                        store.join(root, f"{sid}.aggregation.json"), len(verts), category)
