@@ -155,14 +155,17 @@ FINGERPRINTS = "_fingerprints"
 FINGERPRINT_VERSION = 1  # of what dedupe.fingerprint computes: a change makes every cached file stale
 
 
-def _fingerprint_file(cache: str, source: str, reader_options: dict, payload) -> str:
-    """Where one partition's fingerprints are kept: named by everything they depend on (the
-    importer's options, the partition, its file's size)."""
-    partition, limit = payload
+def _file_size(uri: str) -> int:
     try:
-        size = store.size(partition.uri)
-    except Exception:  # noqa: BLE001 - a directory or an unreadable file: the name just lacks it
-        size = -1
+        return store.size(uri)
+    except Exception:  # noqa: BLE001 - a directory or an unreadable file: the cache name just lacks it
+        return -1
+
+
+def _fingerprint_file(cache: str, source: str, reader_options: dict, payload, size: int) -> str:
+    """Where one partition's fingerprints are kept: named by everything they depend on (the
+    importer's options, the partition, `size` of its file)."""
+    partition, limit = payload
     ident = json.dumps([FINGERPRINT_VERSION, source, sorted((k, repr(v)) for k, v in reader_options.items()), partition.uri,
                         partition.index, partition.episodes, [list(map(repr, o)) for o in partition.options], limit, size])
     return store.join(cache, hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json")
@@ -189,7 +192,10 @@ def fingerprints(source: str, reader_options: dict, groups, runtime, min_cpus: f
     from engine import fan_out
 
     payloads = [p for _, p in groups]
-    files = [_fingerprint_file(cache, source, reader_options, p) for p in payloads] if cache else [None] * len(payloads)
+    files: list[str | None] = [None] * len(payloads)
+    if cache:
+        sizes = {uri: _file_size(uri) for uri in {part.uri for part, _ in payloads}}  # one look per file, not per partition
+        files = [_fingerprint_file(cache, source, reader_options, (part, limit), sizes[part.uri]) for part, limit in payloads]
     have: dict[int, list] = {}
     for i, f in enumerate(files):
         if f is not None and store.exists(f) and (fps := _load_fingerprints(f, order)) is not None:
