@@ -109,10 +109,10 @@ class MindCubeImporter:
     def read(self, partition: Partition, limit: int | None = None) -> Iterator[Record | object]:
         opt = dict(partition.options)
         media, file = MediaRoot(opt["media"]), partition.uri
-        exclude = _ids(opt["tinybench"]) if opt["tinybench"] else frozenset()
-        return guarded(jsonlparts.records(partition), limit, lambda item: self._record(item, media, file, exclude), file)
+        tiny_ids = _ids(opt["tinybench"]) if opt["tinybench"] else frozenset()
+        return guarded(jsonlparts.records(partition), limit, lambda item: self._record(item, media, file, tiny_ids), file)
 
-    def _record(self, item, media: MediaRoot, file: str, exclude: frozenset[str]) -> Record:
+    def _record(self, item, media: MediaRoot, file: str, tiny_ids: frozenset[str]) -> Record:
         rid, doc = item
         doc = as_object(doc)
         question = doc.get("question")
@@ -136,7 +136,7 @@ class MindCubeImporter:
             human = f"{placeholders}\n" + "\n".join([RAW_QA_BACKGROUND_INSTRUCTION, QUESTION_HEADER + question])
             gpt = f"<answer>{opts[answer]}</answer>"
         # the tiny-bench's records are read like any other and left out by the benchmark list
-        split = "tinybench" if self.split == "tinybench" or rid in exclude else self.split
+        split = "tinybench" if self.split == "tinybench" or rid in tiny_ids else self.split
         params = {"type": doc.get("type"), "category": doc.get("category"), "answer_style": self.answer_style,
                   "images": rels, "split": split}
         return Record(NAME, rid, "spatial_choice", [("human", human), ("gpt", gpt)], images, params=params, file=file)

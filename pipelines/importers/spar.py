@@ -136,7 +136,7 @@ class SparImporter:
         boxes = [m.unit() for m in plan if m.shape == "box"]
         answer = turns[1][1]
         # the split is what keeps SPAR-Bench (sampled from val) out: benchmarks/spar_bench.json
-        params = {"type": kind, "format": opt["fmt"], "src": opt["src"], "split": opt.get("split", ""),
+        params = {"type": kind, "format": opt["fmt"], "src": opt["src"], "split": opt["split"],
                   "scene": rels[0].split("/", 1)[0], **drawn}
         depth = [None] * len(images)
         if self.depth and doc.get("depth"):
